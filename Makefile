@@ -1,0 +1,41 @@
+# zoomsr: make install | make test | make lint | make demo
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: install test test-all lint format demo clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
+	# torch and torchvision pinned together (see README: they come from the local wheel cache)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev]" torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --no-deps pyiqa==0.1.16
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not gpu and not network"
+
+test-all: $(STAMP)
+	$(BIN)/pytest -q -m "not gpu and not network"
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+demo: $(STAMP)
+	$(BIN)/python -m zoomsr.demo
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

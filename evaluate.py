@@ -1,0 +1,17 @@
+"""python evaluate.py --help  |  see conf/evaluate.yaml and README.md"""
+
+import hydra
+from omegaconf import DictConfig
+
+from zoomsr.errors import exit_on_user_error
+from zoomsr.tasks import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    evaluate.run(cfg)
+
+
+if __name__ == "__main__":
+    main()

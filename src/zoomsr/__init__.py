@@ -1,0 +1,2 @@
+"""zoomsr: super-resolution research framework."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Data: image I/O, MATLAB-style resizing, degradations, datasets and the DataModule."""

@@ -1,0 +1,59 @@
+"""User-facing errors.
+
+Anything a user can cause (a wrong path, an unreadable image, a bad config value, a missing
+weight file) raises :class:`ZoomSRError` with one message that names the thing and the fix.
+The entry points print that message alone, without a traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ZoomSRError(Exception):
+    """An error caused by input or configuration, with a message meant for the user."""
+
+
+def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate an entry point so a :class:`ZoomSRError` prints one line and exits with 2.
+
+    Set ``ZOOMSR_TRACEBACK=1`` to see the full traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            message = user_message(err)
+            if message is None or os.environ.get("ZOOMSR_TRACEBACK") == "1":
+                raise
+            print(f"zoomsr error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def user_message(err: BaseException) -> str | None:
+    """The message to show for an error the user can fix, or None for a bug (full traceback).
+
+    Hydra wraps errors raised in a constructor in ``InstantiationException``; the cause is
+    looked through. A required config value left as ``???`` names its key.
+    """
+    from omegaconf.errors import MissingMandatoryValue
+
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, ZoomSRError):
+            return str(err)
+        if isinstance(err, MissingMandatoryValue):
+            key = getattr(err, "full_key", None) or str(err)
+            return f"config value '{key}' is required: pass {key}=<value> on the command line."
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None

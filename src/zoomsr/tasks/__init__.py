@@ -1,0 +1,1 @@
+"""Task entry points: ``run(cfg) -> dict`` for train, evaluate and infer."""
