@@ -36,9 +36,22 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def training_outputs(
-        self, lr: torch.Tensor, hr: torch.Tensor, prompts: list[str] | None = None
+        self,
+        lr: torch.Tensor,
+        hr: torch.Tensor,
+        prompts: list[str] | None = None,
+        seeds: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The training forward: named tensors for the loss terms (e.g. ``eps_pred``/``eps``)."""
+        """The training forward: named tensors for the loss terms (e.g. ``eps_pred``/``eps``).
+
+        Args:
+            lr: ``(B, 3, h, w)`` in [0, 1]. hr: ``(B, 3, h*scale, w*scale)`` in [0, 1].
+            prompts: one text per image, or None.
+            seeds: ``(B,)`` int64, one per sample. When given, every random draw of the step
+                (noise, timesteps) comes from the sample's own seed, so a sample gets the same
+                noise whichever device or batch it lands in: DDP on N devices then equals one
+                device with the same global batch, and a resumed run repeats the original.
+        """
         raise NotImplementedError(f"{type(self).__name__} has nothing to train")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
