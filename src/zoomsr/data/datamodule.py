@@ -13,6 +13,7 @@ from zoomsr.data.datasets import (
     HRFolderDataset,
     PairedFolderDataset,
 )
+from zoomsr.data.sampler import PositionalDataset, StepSampler
 from zoomsr.errors import ZoomSRError
 
 
@@ -36,6 +37,8 @@ class SRDataModule(pl.LightningDataModule):
         repeat: times each training image appears per epoch (for small folders).
         augment: random flips/transposes of training crops.
         degradation: LR maker for training, e.g. Real-ESRGAN; MATLAB bicubic when None.
+        seed: fixes the training stream: sample ``p`` is the same crop, flip and degradation
+            on any number of devices and after a resume (see ``zoomsr.data.sampler``).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SRDataModule(pl.LightningDataModule):
         repeat: int = 1,
         augment: bool = True,
         degradation: Degradation | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.hr_dir, self.lr_dir = hr_dir, lr_dir
@@ -64,6 +68,7 @@ class SRDataModule(pl.LightningDataModule):
             num_workers,
         )
         self.repeat, self.augment, self.degradation = repeat, augment, degradation
+        self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -77,18 +82,15 @@ class SRDataModule(pl.LightningDataModule):
         if stage in ("fit", None) and self.train_set is None:
             hr_dir = self._require("hr_dir")
             if self.lr_dir is not None:
-                self.train_set = PairedFolderDataset(
+                dataset = PairedFolderDataset(
                     hr_dir, self.lr_dir, self.scale, self.crop_size, self.augment
                 )
             else:
-                self.train_set = HRFolderDataset(
-                    hr_dir,
-                    self.scale,
-                    self.crop_size,
-                    self.degradation,
-                    self.augment,
+                dataset = HRFolderDataset(
+                    hr_dir, self.scale, self.crop_size, self.degradation, self.augment,
                     self.repeat,
                 )
+            self.train_set = PositionalDataset(dataset, self.seed)
         if stage in ("fit", "validate", None) and self.val_set is None and self.val_hr_dir:
             self.val_set = BenchmarkDataset(
                 self._require("val_hr_dir"),
@@ -104,13 +106,16 @@ class SRDataModule(pl.LightningDataModule):
         return BenchmarkDataset(self._require("hr_dir"), scale, self.lr_dir)
 
     def train_dataloader(self) -> DataLoader:
+        """An endless, position-indexed stream (train by ``trainer.max_steps``). On resume it
+        starts at the first sample the restored step has not consumed."""
+        rank, world, start = 0, 1, 0
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            start = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        sampler = StepSampler(self.batch_size, rank, world, start_batch=start)
         return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            self.train_set, batch_size=self.batch_size, sampler=sampler,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:

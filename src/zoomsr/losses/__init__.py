@@ -1,0 +1,1 @@
+"""Loss terms: small callables ``term(outputs) -> scalar``, weighted, summed by the module."""

@@ -1,0 +1,1 @@
+"""LightningModules: training steps, logging and optimizers around a backbone."""

@@ -1,0 +1,138 @@
+"""SRModule: trains any zoomsr backbone; validates by sampling with the EMA weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoomsr.backbones.base import Backbone
+from zoomsr.data.io import quantize, save_image
+from zoomsr.metrics.fidelity import psnr, ssim
+from zoomsr.modules.ema import EMA
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class SRModule(pl.LightningModule):
+    """Wires a backbone and its loss terms into Lightning.
+
+    Logs ``train/loss`` and each term as ``train/<name>``; validation logs ``val/psnr_y`` and
+    ``val/ssim_y`` (Y channel, ``scale`` pixels shaved, outputs rounded to 8 bits) and an
+    LR | SR | HR panel (PNG under ``<run>/samples`` and to W&B). Checkpoints keep the trainable
+    weights, their EMA and the backbone's config, so ``evaluate.py ckpt=…`` rebuilds it.
+
+    Args:
+        backbone: the network being trained.
+        losses: named loss terms, each ``term(outputs) -> weighted scalar``; they are summed.
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``), over trainable params only.
+        scheduler: optional ``optimizer -> LRScheduler``, stepped every optimizer step.
+        ema_decay: EMA decay of the trainable weights (0 disables the EMA).
+        panels: validation images shown in the sample panel.
+        backbone_config: the backbone's config as YAML (with ``_target_``), kept in checkpoints.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        losses: dict[str, nn.Module],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        ema_decay: float = 0.9999,
+        panels: int = 4,
+        backbone_config: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not losses:
+            raise ValueError("SRModule needs at least one loss term")
+        self.backbone = backbone
+        self.losses = nn.ModuleDict(losses)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.ema = EMA(backbone, decay=ema_decay) if ema_decay > 0 else None
+        self.panels, self.backbone_config = panels, backbone_config
+        self.strict_loading = False  # checkpoints hold trainable weights only
+        self._panel: list[torch.Tensor] = []
+        self._ema_ctx = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.backbone.training_outputs(
+            batch["lr"], batch["hr"], prompts=batch.get("prompt"), seeds=batch.get("seed")
+        )
+        terms = {name: term(outputs) for name, term in self.losses.items()}
+        loss = torch.stack(list(terms.values())).sum()
+        bs = batch["hr"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if len(terms) > 1:
+            self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update()
+
+    def configure_optimizers(self):
+        params = [p for p in self.backbone.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation: sample with the EMA weights -------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._panel = []
+        if self.ema is not None:
+            self._ema_ctx = self.ema.applied()
+            self._ema_ctx.__enter__()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        # A fixed seed per image: validation curves show the model, not the sampler's luck.
+        with torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
+            torch.manual_seed(batch_idx)
+            sr = quantize(self.backbone.upscale(lr, prompts=batch.get("prompt")).float())
+        s = self.backbone.scale
+        bs = hr.shape[0]
+        self.log("val/psnr_y", psnr(sr, hr, shave=s).mean(), sync_dist=True, batch_size=bs)
+        self.log("val/ssim_y", ssim(sr, hr, shave=s).mean(), sync_dist=True, batch_size=bs)
+        if len(self._panel) < self.panels:
+            up = F.interpolate(lr.float(), size=hr.shape[-2:], mode="nearest")
+            self._panel.append(torch.cat([up[0], sr[0], hr[0].float()], dim=-1).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._ema_ctx is not None:
+            self._ema_ctx.__exit__(None, None, None)
+            self._ema_ctx = None
+        if self._panel and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._log_panel()
+
+    def _log_panel(self) -> None:
+        rows = [F.pad(p, (0, 0, 0, 4), value=1.0) for p in self._panel]  # white gap
+        width = max(r.shape[-1] for r in rows)
+        grid = torch.cat([F.pad(r, (0, width - r.shape[-1])) for r in rows], dim=-2)
+        path = Path(self.trainer.default_root_dir) / "samples" / f"step{self.global_step:07d}.png"
+        save_image(grid, path)
+        for lg in self.loggers:
+            if hasattr(lg, "log_image"):
+                lg.log_image(key="val/panel", images=[str(path)], caption=["LR | SR | HR"],
+                             step=self.global_step)
+
+    # -- checkpoints: trainable weights + EMA + backbone config ----------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {f"backbone.{k}" for k in self.backbone.trainable_state_dict()}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+        }
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["zoomsr"] = {"backbone_config": self.backbone_config}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])

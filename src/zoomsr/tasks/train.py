@@ -1,0 +1,79 @@
+"""``train.py``: build data, backbone, losses and module from the config; fit with Lightning."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from zoomsr.modules.sr_module import SRModule
+from zoomsr.tasks.common import build_loggers, output_dir, set_offline_defaults
+
+log = logging.getLogger("zoomsr")
+
+
+def build_module(cfg: DictConfig) -> SRModule:
+    """The LightningModule of ``cfg``: backbone, loss terms, optimizer and scheduler."""
+    backbone = instantiate(cfg.backbone)
+    losses = {name: instantiate(term) for name, term in cfg.loss.items()}
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return instantiate(
+        cfg.module,
+        backbone=backbone,
+        losses=losses,
+        optimizer=instantiate(cfg.optim),
+        scheduler=scheduler,
+        backbone_config=OmegaConf.to_yaml(cfg.backbone, resolve=True),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    degradation = instantiate(cfg.degradation) if cfg.get("degradation") else None
+    return instantiate(cfg.data, degradation=degradation, seed=cfg.seed)
+
+
+def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
+    """Every entry of the ``callbacks`` group; checkpoints go to ``<out>/checkpoints``."""
+    callbacks = []
+    for cb_cfg in (cfg.get("callbacks") or {}).values():
+        if cb_cfg is None:
+            continue
+        extra = {"dirpath": str(out / "checkpoints")} if cb_cfg.get("dirpath", 0) is None else {}
+        callbacks.append(instantiate(cb_cfg, **extra))
+    return callbacks
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set.
+
+    Returns:
+        The last logged metrics (``train/loss``, ``val/psnr_y``, …) as floats, plus
+        ``out_dir`` and ``last_ckpt`` paths.
+    """
+    set_offline_defaults()
+    out = output_dir(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, out),
+        logger=build_loggers(cfg, out) or False,
+        default_root_dir=str(out),
+    )
+    if cfg.get("compile"):
+        module.backbone = module.backbone.compile()
+    if trainer.is_global_zero:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    last = out / "checkpoints" / "last.ckpt"
+    result = metrics | {"out_dir": str(out), "last_ckpt": str(last) if last.exists() else None}
+    if trainer.is_global_zero:
+        log.info("finished at step %d: %s", trainer.global_step, result)
+        print(f"[zoomsr] run folder: {out}")
+    return result

@@ -1,0 +1,17 @@
+"""python train.py --help  |  see conf/train.yaml and README.md"""
+
+import hydra
+from omegaconf import DictConfig
+
+from zoomsr.errors import exit_on_user_error
+from zoomsr.tasks import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    train.run(cfg)
+
+
+if __name__ == "__main__":
+    main()
