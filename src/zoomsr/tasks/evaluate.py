@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -79,15 +80,38 @@ def run(cfg: DictConfig) -> dict:
         raise ZoomSRError(f"scales must be a list of integers >= 1, got {scales}.")
     out = output_dir(cfg)
     device = resolve_device(cfg.device)
-    data = instantiate(cfg.data)
-    make_backbone = backbone_factory(cfg, device)
-    results = ResultLog(out / "results.jsonl")
-
     torch.manual_seed(cfg.seed)
+    data = instantiate(cfg.data)
+    rows = benchmark(backbone_factory(cfg, device), data, scales, suite, out, device)
+    summary = summarize(rows, suite.names)
+    paths = write_reports(out, rows, summary, suite.names)
+    _log_to_loggers(cfg, out, summary, rows, suite.names)
+    log.info("metrics:\n%s", paths["markdown"].read_text())
+    print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
+    return summary
+
+
+def benchmark(
+    make_backbone: Callable[[int], Backbone],
+    data,
+    scales: list[int],
+    suite: MetricSuite,
+    out: Path,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
+    """The benchmark protocol: per scale, upscale each LR of ``data.benchmark_dataset(scale)``
+    once, round to 8 bits, compare with its HR (``scale`` pixels shaved).
+
+    Rows are appended to ``out/results.jsonl`` as they are computed; images already there are
+    skipped, so an interrupted evaluation resumes. Returns the rows of ``scales``.
+    """
+    results = ResultLog(out / "results.jsonl")
     for scale in scales:
         dataset = data.benchmark_dataset(scale)
-        backbone = make_backbone(scale)
         todo = [i for i, f in enumerate(dataset.files) if not results.done(scale, f.stem)]
+        if not todo:
+            continue
+        backbone = make_backbone(scale).to(device)
         for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
             item = dataset[i]
             lr, hr = item["lr"][None].to(device), item["hr"][None].to(device)
@@ -95,17 +119,9 @@ def run(cfg: DictConfig) -> dict:
                 # Outputs are rounded to 8 bits, as when saved to PNG for the published tables.
                 sr = quantize(_upscale(backbone, lr))
             values = suite(sr, hr, shave=scale)
-            results.add(
-                {"scale": scale, "image": item["name"]} | {k: v[0] for k, v in values.items()}
-            )
-
-    rows = [r for r in results.rows if r["scale"] in scales]
-    summary = summarize(rows, suite.names)
-    paths = write_reports(out, rows, summary, suite.names)
-    _log_to_loggers(cfg, out, summary, rows, suite.names)
-    log.info("metrics:\n%s", paths["markdown"].read_text())
-    print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
-    return summary
+            row = {"scale": scale, "image": item["name"]}
+            results.add(row | {k: v[0] for k, v in values.items()})
+    return [r for r in results.rows if r["scale"] in scales]
 
 
 def _log_to_loggers(cfg: DictConfig, out, summary: dict, rows: list[dict], metrics: list[str]):
