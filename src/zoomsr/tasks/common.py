@@ -63,3 +63,11 @@ def build_loggers(cfg: DictConfig, save_dir: Path) -> list:
         loggers.append(instantiate(lg_cfg, save_dir=str(save_dir)))
         log.info("logger %s -> %s", name, save_dir)
     return loggers
+
+
+def close_wandb(loggers: list) -> None:
+    """End the W&B run so the next job of a multirun (same process) starts its own run."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()

@@ -21,7 +21,13 @@ from zoomsr.data.io import quantize
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog, summarize, write_reports
-from zoomsr.tasks.common import build_loggers, output_dir, resolve_device, set_offline_defaults
+from zoomsr.tasks.common import (
+    build_loggers,
+    close_wandb,
+    output_dir,
+    resolve_device,
+    set_offline_defaults,
+)
 
 log = logging.getLogger("zoomsr")
 
@@ -137,7 +143,4 @@ def _log_to_loggers(cfg: DictConfig, out, summary: dict, rows: list[dict], metri
                 data=[[r["scale"], r["image"], *(r[m] for m in metrics)] for r in rows],
             )
         lg.finalize("success")
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
+    close_wandb(loggers)

@@ -9,8 +9,9 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from zoomsr.checkpoint import read_checkpoint
 from zoomsr.modules.sr_module import SRModule
-from zoomsr.tasks.common import build_loggers, output_dir, set_offline_defaults
+from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 
 log = logging.getLogger("zoomsr")
 
@@ -58,18 +59,24 @@ def run(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
+    loggers = build_loggers(cfg, out)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=build_callbacks(cfg, out),
-        logger=build_loggers(cfg, out) or False,
+        logger=loggers or False,
         default_root_dir=str(out),
     )
     if cfg.get("compile"):
         module.backbone = module.backbone.compile()
     if trainer.is_global_zero:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None:
+        read_checkpoint(ckpt_path)  # a clear error for a missing or unsafe file, before Lightning
+    # weights_only: resuming never unpickles arbitrary objects.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
+    close_wandb(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     last = out / "checkpoints" / "last.ckpt"
     result = metrics | {"out_dir": str(out), "last_ckpt": str(last) if last.exists() else None}
