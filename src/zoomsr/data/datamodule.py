@@ -87,7 +87,11 @@ class SRDataModule(pl.LightningDataModule):
                 )
             else:
                 dataset = HRFolderDataset(
-                    hr_dir, self.scale, self.crop_size, self.degradation, self.augment,
+                    hr_dir,
+                    self.scale,
+                    self.crop_size,
+                    self.degradation,
+                    self.augment,
                     self.repeat,
                 )
             self.train_set = PositionalDataset(dataset, self.seed)
@@ -114,8 +118,11 @@ class SRDataModule(pl.LightningDataModule):
             start = self.trainer.global_step * self.trainer.accumulate_grad_batches
         sampler = StepSampler(self.batch_size, rank, world, start_batch=start)
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, sampler=sampler,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:

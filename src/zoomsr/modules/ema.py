@@ -59,7 +59,10 @@ class EMA:
                     p.copy_(backup[n])
 
     def state_dict(self) -> dict:
-        return {"num_updates": self.num_updates, "shadow": {n: t.cpu() for n, t in self.shadow.items()}}
+        return {
+            "num_updates": self.num_updates,
+            "shadow": {n: t.cpu() for n, t in self.shadow.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) - set(state["shadow"])

@@ -82,7 +82,10 @@ class SRModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # -- validation: sample with the EMA weights -------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -120,8 +123,12 @@ class SRModule(pl.LightningModule):
         save_image(grid, path)
         for lg in self.loggers:
             if hasattr(lg, "log_image"):
-                lg.log_image(key="val/panel", images=[str(path)], caption=["LR | SR | HR"],
-                             step=self.global_step)
+                lg.log_image(
+                    key="val/panel",
+                    images=[str(path)],
+                    caption=["LR | SR | HR"],
+                    step=self.global_step,
+                )
 
     # -- checkpoints: trainable weights + EMA + backbone config ----------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
