@@ -1,0 +1,60 @@
+"""Every YAML of every config group composes, and instantiates as the tasks instantiate it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR
+from zoomsr.tasks.train import build_callbacks, build_datamodule, build_module
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+OPTIONS = [(g, y.stem) for g in GROUPS for y in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_every_group_of_style_guide_exists():
+    expected = {"data", "backbone", "loss", "optim", "trainer", "logger", "callbacks",
+                "experiment", "debug", "paths", "hydra", "module", "degradation"}
+    assert expected <= set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}/{n}" for g, n in OPTIONS])
+def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
+    overrides = [f"{group}={name}", f"out_dir={tmp_path}"]
+    if group == "hydra" or group == "paths":
+        cfg = compose_cfg("train", overrides)
+        assert cfg.out_dir == str(tmp_path) and cfg.paths.log_dir
+        return
+    cfg = compose_cfg("train", overrides)
+    if OmegaConf.is_missing(cfg.data, "hr_dir"):  # the one required value of data=folder
+        cfg = compose_cfg("train", [*overrides, f"data.hr_dir={tmp_path}"])
+    node = cfg if group in ("experiment", "debug") else cfg[group]
+    {
+        "data": lambda: build_datamodule(cfg),
+        "backbone": lambda: instantiate(node),
+        "degradation": lambda: instantiate(node),
+        "loss": lambda: [instantiate(term) for term in node.values()],
+        "optim": lambda: instantiate(node)([torch.nn.Parameter(torch.zeros(2))]),
+        "scheduler": lambda: instantiate(node)(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))])),
+        "module": lambda: build_module(cfg),
+        "trainer": lambda: instantiate(node, accelerator="cpu", devices=1, logger=False),
+        "callbacks": lambda: build_callbacks(cfg, tmp_path),
+        "logger": lambda: [instantiate(lg, save_dir=str(tmp_path)) for lg in node.values()],
+        "experiment": lambda: _whole_pipeline(cfg),
+        "debug": lambda: _whole_pipeline(cfg),
+    }[group]()
+
+
+def _whole_pipeline(cfg):
+    build_datamodule(cfg)
+    module = build_module(cfg)
+    assert module.backbone.scale == cfg.scale
+    instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
+
+
+def test_evaluate_config_composes_with_each_backbone_baseline(compose_cfg, tmp_path):
+    for backbone in ("bicubic", "nearest"):
+        cfg = compose_cfg("evaluate", [f"backbone={backbone}", f"data.hr_dir={tmp_path}"])
+        assert instantiate(cfg.backbone, scale=3).scale == 3
