@@ -253,3 +253,15 @@ def test_multirun_makes_one_complete_run_per_job(photos, tmp_path):
         assert (run / "checkpoints" / "last.ckpt").exists()
         assert f"lr: {lr}" in (run / "config.yaml").read_text()
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_infer_with_checkpoint_pads_odd_sizes(compose_cfg, photos, tmp_path):
+    from zoomsr.data.io import load_image, save_image
+    from zoomsr.tasks import infer
+
+    result = train.run(compose_cfg("train", tiny(photos, tmp_path / "run", "trainer.max_steps=1")))
+    save_image(torch.rand(3, 13, 11), tmp_path / "odd.png")  # not a multiple of the U-Net's 2
+    out = infer.run(compose_cfg("infer", [f"ckpt={result['last_ckpt']}",
+                                          f"input={tmp_path / 'odd.png'}",
+                                          f"out_dir={tmp_path / 'inf'}"]))
+    assert load_image(out["outputs"][0]).shape == (3, 52, 44)

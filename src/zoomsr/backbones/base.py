@@ -22,6 +22,8 @@ class Backbone(nn.Module):
     scale: int
     #: True for backbones with no parameters to train (bicubic, nearest).
     is_learned: bool = True
+    #: LR sides must be multiples of this (U-Net downsampling); callers pad to it.
+    size_multiple: int = 1
 
     def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         """One inference step.

@@ -1,0 +1,17 @@
+"""python infer.py --help  |  see conf/infer.yaml and README.md"""
+
+import hydra
+from omegaconf import DictConfig
+
+from zoomsr.errors import exit_on_user_error
+from zoomsr.tasks import infer
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="infer")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    infer.run(cfg)
+
+
+if __name__ == "__main__":
+    main()
