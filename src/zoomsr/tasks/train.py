@@ -60,11 +60,14 @@ def run(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     loggers = build_loggers(cfg, out)
+    # No validation images: skip the validation loop instead of running an empty one.
+    no_val = {} if getattr(datamodule, "val_hr_dir", None) else {"limit_val_batches": 0}
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=build_callbacks(cfg, out),
         logger=loggers or False,
         default_root_dir=str(out),
+        **no_val,
     )
     if cfg.get("compile"):
         module.backbone = module.backbone.compile()
