@@ -22,4 +22,5 @@ class FinalCheckpoint(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.dirpath is None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(str(Path(self.dirpath) / self.filename))
+        # A full checkpoint (optimizer, loops, EMA): resuming from it must be exact.
+        trainer.save_checkpoint(str(Path(self.dirpath) / self.filename), weights_only=False)
