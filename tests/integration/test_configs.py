@@ -15,8 +15,21 @@ OPTIONS = [(g, y.stem) for g in GROUPS for y in sorted((CONF_DIR / g).glob("*.ya
 
 
 def test_every_group_of_style_guide_exists():
-    expected = {"data", "backbone", "loss", "optim", "trainer", "logger", "callbacks",
-                "experiment", "debug", "paths", "hydra", "module", "degradation"}
+    expected = {
+        "data",
+        "backbone",
+        "loss",
+        "optim",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+        "debug",
+        "paths",
+        "hydra",
+        "module",
+        "degradation",
+    }
     assert expected <= set(GROUPS)
 
 
@@ -37,7 +50,9 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         "degradation": lambda: instantiate(node),
         "loss": lambda: [instantiate(term) for term in node.values()],
         "optim": lambda: instantiate(node)([torch.nn.Parameter(torch.zeros(2))]),
-        "scheduler": lambda: instantiate(node)(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))])),
+        "scheduler": lambda: instantiate(node)(
+            torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))])
+        ),
         "module": lambda: build_module(cfg),
         "trainer": lambda: instantiate(node, accelerator="cpu", devices=1, logger=False),
         "callbacks": lambda: build_callbacks(cfg, tmp_path),

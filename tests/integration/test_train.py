@@ -261,7 +261,14 @@ def test_infer_with_checkpoint_pads_odd_sizes(compose_cfg, photos, tmp_path):
 
     result = train.run(compose_cfg("train", tiny(photos, tmp_path / "run", "trainer.max_steps=1")))
     save_image(torch.rand(3, 13, 11), tmp_path / "odd.png")  # not a multiple of the U-Net's 2
-    out = infer.run(compose_cfg("infer", [f"ckpt={result['last_ckpt']}",
-                                          f"input={tmp_path / 'odd.png'}",
-                                          f"out_dir={tmp_path / 'inf'}"]))
+    out = infer.run(
+        compose_cfg(
+            "infer",
+            [
+                f"ckpt={result['last_ckpt']}",
+                f"input={tmp_path / 'odd.png'}",
+                f"out_dir={tmp_path / 'inf'}",
+            ],
+        )
+    )
     assert load_image(out["outputs"][0]).shape == (3, 52, 44)

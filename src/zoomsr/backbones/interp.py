@@ -20,7 +20,8 @@ class _Interpolation(Backbone):
 
 
 class Bicubic(_Interpolation):
-    """SR = MATLAB ``imresize(lr, scale, 'bicubic')``: the "Bicubic" row of SR papers.
+    """SR = MATLAB ``imresize(lr, scale, 'bicubic')`` on an 8-bit image (rounded after each
+    1-D pass, as MATLAB does for uint8): the "Bicubic" row of SR papers.
 
     Args:
         scale: upscaling factor (default 4).
@@ -28,7 +29,7 @@ class Bicubic(_Interpolation):
 
     def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         """``(B, C, h, w)`` in [0, 1] -> ``(B, C, h*scale, w*scale)``, clamped to [0, 1]."""
-        return imresize(lr, scale=self.scale).clamp(0, 1)
+        return imresize(lr, scale=self.scale, quantize_passes=True).clamp(0, 1)
 
 
 class Nearest(_Interpolation):

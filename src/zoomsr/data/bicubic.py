@@ -22,4 +22,5 @@ class BicubicDegradation:
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` or ``(C, H, W)`` in [0, 1] -> LR at ``1/scale``, 8-bit levels."""
-        return quantize(imresize(hr, scale=1.0 / self.scale))
+        # MATLAB on a uint8 image rounds after each 1-D pass: bit-exact with the official LR files.
+        return quantize(imresize(hr, scale=1.0 / self.scale, quantize_passes=True))

@@ -103,13 +103,14 @@ def load_image(path: str | Path, keep_gray: bool = False) -> torch.Tensor:
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Float image in [0, 1] -> uint8, rounding half away from zero like MATLAB's im2uint8."""
-    return (img.clamp(0, 1) * 255.0).round().to(torch.uint8)
+    """Float image in [0, 1] -> uint8, rounding half away from zero like MATLAB's im2uint8
+    (``torch.round`` would round half to even)."""
+    return torch.floor(img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
-    """Round a [0, 1] float image to the nearest 8-bit level, staying in float."""
-    return (img.clamp(0, 1) * 255.0).round() / 255.0
+    """Round a [0, 1] float image to the nearest 8-bit level (half away from zero), in float."""
+    return torch.floor(img.clamp(0, 1) * 255.0 + 0.5) / 255.0
 
 
 def save_image(img: torch.Tensor, path: str | Path) -> Path:
