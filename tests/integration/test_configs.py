@@ -36,6 +36,10 @@ def test_every_group_of_style_guide_exists():
 @pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}/{n}" for g, n in OPTIONS])
 def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     overrides = [f"{group}={name}", f"out_dir={tmp_path}"]
+    if group == "zoom":  # composed by infer.yaml, not train.yaml
+        cfg = compose_cfg("infer", [*overrides, f"input={tmp_path}"])
+        instantiate(cfg.zoom)
+        return
     if group == "hydra" or group == "paths":
         cfg = compose_cfg("train", overrides)
         assert cfg.out_dir == str(tmp_path) and cfg.paths.log_dir

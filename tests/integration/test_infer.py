@@ -13,7 +13,7 @@ from zoomsr.tasks import infer
 
 def test_bicubic_infer_equals_imresize(compose_cfg, bench, tmp_path):
     src = bench / "Set5" / "HR" / "bird.png"
-    cfg = compose_cfg("infer", [f"input={src}", "scale=3", f"out_dir={tmp_path}"])
+    cfg = compose_cfg("infer", [f"input={src}", "scale=3", "zoom=full", f"out_dir={tmp_path}"])
     result = infer.run(cfg)
     assert [p.rsplit("/", 1)[-1] for p in result["outputs"]] == ["bird_x3.png"]
     got = load_image(result["outputs"][0])
@@ -28,7 +28,14 @@ def test_folder_skips_non_images_and_resumes(compose_cfg, tmp_path):
         save_image(torch.rand(3, 10 + i, 12), folder / f"im{i}.png")
     (folder / "notes.txt").write_text("not an image")
     cfg = compose_cfg(
-        "infer", [f"input={folder}", "backbone=nearest", "scale=2", f"out_dir={tmp_path / 'out'}"]
+        "infer",
+        [
+            f"input={folder}",
+            "backbone=nearest",
+            "scale=2",
+            "zoom=full",
+            f"out_dir={tmp_path / 'out'}",
+        ],
     )
     first = infer.run(cfg)
     assert len(first["outputs"]) == 3

@@ -1,16 +1,25 @@
-"""``infer.py``: upscale an image or a folder of images with a trained backbone or a baseline.
+"""``infer.py``: Chain-of-Zoom (``zoom=chain``) or whole-image SR (``zoom=full``) of an image or
+a folder of images, with a trained backbone or a baseline.
 
-Writes ``<out_dir>/<name>_x<scale>.png`` per image as it goes; images already written are
-skipped on a rerun, so an interrupted job resumes.
+``zoom=chain`` writes one folder per image, ``<out_dir>/<name>/``: ``step0.png`` (the
+preprocessed input), ``step<k>_input.png`` and ``step<k>_output.png`` per step,
+``prompts.json`` (per step: prompts, box, magnification), ``strip.png`` (all scales side by
+side) and ``overview.png`` (each step's box on the input). The folder is written under a
+temporary name and renamed when complete. ``zoom=full`` writes ``<name>_x<total scale>.png``
+per step. Finished images are skipped on a rerun, so an interrupted job resumes; an image
+that fails does not stop the others (the run reports it at the end); unreadable files are
+skipped with a warning.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -19,6 +28,10 @@ from zoomsr.backbones.base import Backbone
 from zoomsr.data.io import IMAGE_EXTENSIONS, list_images, load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
+from zoomsr.zoom.chain import ZoomChain, ZoomResult
+from zoomsr.zoom.full import FullImage
+from zoomsr.zoom.panels import overview, strip
+from zoomsr.zoom.tiling import upscale_padded
 
 log = logging.getLogger("zoomsr")
 
@@ -37,28 +50,28 @@ def load_inference_backbone(cfg: DictConfig, device: torch.device) -> Backbone:
     return backbone.to(device).eval()
 
 
+def build_zoom(cfg: DictConfig) -> ZoomChain | FullImage:
+    """The ``zoom`` group's engine; a bad value raises its :class:`ZoomSRError` unwrapped."""
+    try:
+        return instantiate(cfg.zoom)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ZoomSRError):
+            raise err.__cause__ from None
+        raise
+
+
 def upscale_image(backbone: Backbone, lr: torch.Tensor) -> torch.Tensor:
-    """``(3, h, w)`` in [0, 1] -> ``(3, h*s, w*s)``; pads by reflection to the backbone's
-    ``size_multiple`` and crops back."""
-    h, w = lr.shape[-2:]
-    m = backbone.size_multiple
-    pad_h, pad_w = (-h) % m, (-w) % m
-    x = lr[None]
-    if pad_h or pad_w:
-        x = F.pad(
-            x,
-            (0, pad_w, 0, pad_h),
-            mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate",
-        )
-    with torch.no_grad():
-        sr = backbone.upscale(x)
-    s = backbone.scale
-    return sr[0, :, : h * s, : w * s].clamp(0, 1)
+    """``(3, h, w)`` in [0, 1] -> ``(3, h*s, w*s)``, padded to the backbone's ``size_multiple``."""
+    return upscale_padded(backbone, lr[None])[0]
 
 
 def input_files(path: str) -> list[Path]:
+    """The image file, or the images of the folder (other files skipped with a warning)."""
     p = Path(path).expanduser()
     if p.is_dir():
+        for other in sorted(p.iterdir()):
+            if other.is_file() and other.suffix.lower() not in IMAGE_EXTENSIONS:
+                log.warning("skipping '%s': not an image file", other)
         return list_images(p, "input folder")
     if not p.exists():
         raise ZoomSRError(f"input not found: '{p}'. Pass input=<image file or folder>.")
@@ -67,20 +80,90 @@ def input_files(path: str) -> list[Path]:
     return [p]
 
 
+def write_chain(result: ZoomResult, folder: Path, meta: dict) -> None:
+    """The files of one chained image, into ``folder`` (created)."""
+    save_image(result.steps[0].output, folder / "step0.png")
+    for step in result.steps[1:]:
+        save_image(step.input, folder / f"step{step.index}_input.png")
+        save_image(step.output, folder / f"step{step.index}_output.png")
+    strip(result).save(folder / "strip.png")
+    overview(result).save(folder / "overview.png")
+    (folder / "prompts.json").write_text(json.dumps({**meta, "steps": result.prompts}, indent=2))
+
+
+def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict) -> list[str]:
+    """Run the chain on one image and write its folder atomically (temporary name, rename)."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        result = zoom.run(image, progress=True, **run_kw)
+        meta = {"rec_type": zoom.rec_type, "process_size": zoom.process_size}
+        write_chain(result, partial, meta)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(target)
+    return [str(target)]
+
+
+def full_image(zoom: FullImage, image: torch.Tensor, out: Path, stem: str, run_kw: dict):
+    """Whole-image SR: ``<stem>_x<u**k>.png`` for every step k."""
+    result = zoom.run(image, progress=zoom.steps > 1, **run_kw)
+    return [
+        str(save_image(s.output, out / f"{stem}_x{s.magnification}.png")) for s in result.steps[1:]
+    ]
+
+
+def full_targets(zoom: FullImage, backbone: Backbone, out: Path, stem: str) -> list[Path]:
+    u = zoom.upscale or backbone.scale
+    return [out / f"{stem}_x{u**k}.png" for k in range(1, zoom.steps + 1)]
+
+
 def run(cfg: DictConfig) -> dict:
-    """Upscale ``cfg.input`` (file or folder). Returns ``{"outputs": [paths], "out_dir": …}``."""
+    """Zoom into / upscale ``cfg.input`` (file or folder).
+
+    Returns:
+        ``{"outputs": [per-image folder (chain) or files (full)], "out_dir": …,
+        "skipped": [unreadable files]}``.
+
+    Raises:
+        ZoomSRError: bad input or config; or, after every other image is done, the images that
+            failed (their finished neighbours stay written).
+    """
     set_offline_defaults()
+    zoom = build_zoom(cfg)
     files = input_files(cfg.input)
     out = output_dir(cfg)
     device = resolve_device(cfg.device)
-    backbone = load_inference_backbone(cfg, device)
-    torch.manual_seed(cfg.seed)
-    outputs = []
-    for path in tqdm(files, desc=f"x{backbone.scale}", unit="img", dynamic_ncols=True):
-        target = out / f"{path.stem}_x{backbone.scale}.png"
-        if not target.exists():
-            lr = load_image(path).to(device)
-            save_image(upscale_image(backbone, lr), target)
-        outputs.append(str(target))
-    print(f"[zoomsr] {len(outputs)} image(s) in {out}")
-    return {"outputs": outputs, "out_dir": str(out)}
+    backbone = load_inference_backbone(cfg, device) if zoom.needs_model else None
+    run_kw = {"backbone": backbone, "prompt_fn": None, "device": device}
+    outputs, skipped, failed = [], [], []
+    for path in tqdm(files, desc="images", unit="img", dynamic_ncols=True):
+        if isinstance(zoom, FullImage):
+            targets = full_targets(zoom, backbone, out, path.stem)
+        else:
+            targets = [out / path.stem]
+        if all(t.exists() for t in targets):  # finished by an earlier run
+            outputs += [str(t) for t in targets]
+            continue
+        try:
+            image = load_image(path)
+        except ZoomSRError as err:
+            log.warning("skipping %s", err)
+            skipped.append(str(path))
+            continue
+        try:
+            if isinstance(zoom, FullImage):
+                outputs += full_image(zoom, image, out, path.stem, run_kw)
+            else:
+                outputs += chain_image(zoom, image, out / path.stem, run_kw)
+        except ZoomSRError as err:
+            log.error("%s: %s", path.name, err)
+            failed.append(f"{path.name}: {err}")
+    print(f"[zoomsr] {len(outputs)} output(s) in {out}")
+    if failed:
+        raise ZoomSRError(
+            f"{len(failed)} image(s) failed ({'; '.join(failed)}); the others are in {out}."
+        )
+    return {"outputs": outputs, "out_dir": str(out), "skipped": skipped}
