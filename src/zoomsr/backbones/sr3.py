@@ -10,6 +10,11 @@ Three pieces, read top to bottom:
   draw of a continuous noise level, and one step of the DDPM (ancestral) or DDIM sampler.
 - :class:`SR3`, the :class:`~zoomsr.backbones.base.Backbone` that joins them.
 
+One option departs from the paper, off by default: ``residual=True`` diffuses the residual
+``HR - bicubic(LR)`` instead of the HR image (SRDiff, Li et al. 2022, arXiv:2104.14951),
+scaled by ``residual_scale``. The network then starts from the bicubic image and only has to learn
+the missing detail, which a small model learns in minutes on a CPU (the quickstart uses it).
+
 Notation. ``alpha_bar[t] = prod_{i<=t} (1 - beta_i)`` with ``alpha_bar[0] = 1``, and the noise
 level is ``gamma_t = sqrt(alpha_bar[t])`` (so ``gamma_0 = 1``): a noisy image is
 ``gamma * y0 + sqrt(1 - gamma^2) * eps``. The SR3 paper writes ``gamma`` for ``alpha_bar`` itself
@@ -431,6 +436,13 @@ class SR3(Backbone):
         ddim_eta: DDIM stochasticity (default 0.0).
         seed: when set, the weights are initialised from it and every :meth:`upscale` call
             without a generator draws its noise from a fresh generator seeded with it.
+        residual: diffuse ``residual_scale * (HR - up(LR))`` (SRDiff) instead of the HR image;
+            :meth:`upscale` adds the sampled residual back to ``up(LR)``, the same bicubic image
+            the U-Net is conditioned on (default False: SR3 as published).
+        residual_scale: factor on the residual (in [-1, 1] image units) before diffusion
+            (default 1.0). Residuals are small (std ~0.1), so a factor > 1 gives the diffused
+            signal more of the unit variance the noise schedule was made for; the sampler's
+            clamp of ``x0`` to [-1, 1] then bounds the residual to ``+-1 / residual_scale``.
 
     The HR side (LR side times ``scale``) must be divisible by ``2 ** (len(channel_mults) - 1)``.
     """
@@ -455,10 +467,15 @@ class SR3(Backbone):
         ddim_eta: float = 0.0,
         gradient_checkpointing: bool = False,
         seed: int | None = None,
+        residual: bool = False,
+        residual_scale: float = 1.0,
     ):
         super().__init__()
         if scale < 1:
             raise SR3ValueError(f"scale must be >= 1, got {scale}")
+        if not residual_scale > 0:
+            raise SR3ValueError(f"residual_scale must be > 0, got {residual_scale}")
+        self.residual, self.residual_scale = residual, float(residual_scale)
         if sampler not in ("ddpm", "ddim"):
             raise SR3ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         self.scale, self.sampler, self.ddim_eta, self.seed = scale, sampler, ddim_eta, seed
@@ -493,6 +510,18 @@ class SR3(Backbone):
         up = F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
         return up.clamp(0.0, 1.0) * 2.0 - 1.0
 
+    def _target(self, hr: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """What is diffused, ``(B, 3, H, W)``: the HR in [-1, 1], or with ``residual`` the scaled
+        residual ``residual_scale * (HR - up(LR))`` (SRDiff, Sec. 3)."""
+        y0 = hr * 2.0 - 1.0
+        return (y0 - cond) * self.residual_scale if self.residual else y0
+
+    def _image(self, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_target`: a sample ``(B, 3, H, W)`` -> the SR image in [0, 1]."""
+        if self.residual:
+            y = cond + y / self.residual_scale
+        return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
+
     def training_outputs(
         self,
         lr: torch.Tensor,
@@ -524,7 +553,7 @@ class SR3(Backbone):
             eps = torch.randn_like(hr)
         else:
             gamma, eps = self._seeded_draws(seeds, hr)
-        y_noisy = GaussianDiffusion.q_sample(hr * 2.0 - 1.0, gamma, eps)
+        y_noisy = GaussianDiffusion.q_sample(self._target(hr, cond), gamma, eps)
         return {"eps_pred": self.unet(torch.cat([cond, y_noisy], dim=1), gamma), "eps": eps}
 
     def _seeded_draws(
@@ -564,8 +593,8 @@ class SR3(Backbone):
         self._check_hr_size(*size)
         if generator is None and self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed)
-        y = self.sample(self._condition(lr, size), generator=generator, progress=progress)
-        return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
+        cond = self._condition(lr, size)
+        return self._image(self.sample(cond, generator=generator, progress=progress), cond)
 
     @torch.no_grad()
     def sample(
@@ -584,7 +613,7 @@ class SR3(Backbone):
             x_t: ``(B, 3, H, W)`` starting noise at level T; drawn from ``generator`` if None.
 
         Returns:
-            ``(B, 3, H, W)`` in [-1, 1].
+            ``(B, 3, H, W)`` in [-1, 1]: the HR image, or with ``residual`` the scaled residual.
         """
         was_training = self.training
         self.eval()
