@@ -83,9 +83,13 @@ class HRFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files) * self.repeat
 
+    def _load(self, path: Path) -> torch.Tensor:
+        """The HR image of ``path``; subclasses may cache it."""
+        return load_image(path)
+
     def __getitem__(self, index: int) -> dict:
         path = self.files[index % len(self.files)]
-        hr = load_image(path)
+        hr = self._load(path)
         h, w = hr.shape[-2:]
         if min(h, w) < self.crop_size:
             raise ZoomSRError(f"'{path}' is {w}x{h}, smaller than crop_size={self.crop_size}.")

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from zoomsr.data.datamodule import SRDataModule
-from zoomsr.data.datasets import BenchmarkDataset, Degradation, HRFolderDataset, random_flip_rot
+from zoomsr.data.datasets import BenchmarkDataset, Degradation, HRFolderDataset
 from zoomsr.data.io import load_image
 from zoomsr.data.sampler import PositionalDataset
 from zoomsr.errors import ZoomSRError
@@ -121,23 +121,10 @@ class DecodedPhotos(HRFolderDataset):
         super().__init__(*args, **kwargs)
         self._decoded: dict[Path, torch.Tensor] = {}
 
-    def __getitem__(self, index: int) -> dict:
-        path = self.files[index % len(self.files)]
+    def _load(self, path: Path) -> torch.Tensor:
         if path not in self._decoded:
             self._decoded[path] = load_image(path)
-        hr = self._decoded[path]
-        h, w = hr.shape[-2:]
-        if min(h, w) < self.crop_size:
-            raise ZoomSRError(f"'{path}' is {w}x{h}, smaller than crop_size={self.crop_size}.")
-        # The draws of HRFolderDataset.__getitem__, in its order: crop, flip, degradation.
-        top = int(torch.randint(0, h - self.crop_size + 1, ()))
-        left = int(torch.randint(0, w - self.crop_size + 1, ()))
-        hr = hr[:, top : top + self.crop_size, left : left + self.crop_size]
-        if self.augment:
-            (hr,) = random_flip_rot(hr)
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
-        lr = self.degradation(hr[None], generator=generator)[0]
-        return {"lr": lr, "hr": hr.contiguous(), "name": path.stem}
+        return self._decoded[path]
 
 
 class SkimagePhotos(SRDataModule):
