@@ -268,6 +268,7 @@ def test_infer_with_checkpoint_pads_odd_sizes(compose_cfg, photos, tmp_path):
                 f"ckpt={result['last_ckpt']}",
                 f"input={tmp_path / 'odd.png'}",
                 f"out_dir={tmp_path / 'inf'}",
+                "zoom=full",
             ],
         )
     )
