@@ -269,6 +269,8 @@ def test_invalid_input_raises() -> None:
 
 def test_config_holds_exactly_the_init_arguments_and_defaults() -> None:
     cfg = OmegaConf.load(CONFIG)
+    assert OmegaConf.to_container(cfg)["scale"] == "${scale}"  # follows the run's scale
+    cfg.scale = 4
     params = inspect.signature(RealESRGANDegradation.__init__).parameters
     defaults = {name: p.default for name, p in params.items() if name != "self"}
     keys = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
