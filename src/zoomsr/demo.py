@@ -91,9 +91,14 @@ def untrained_backbone(cfg: DictConfig) -> Backbone:
 def evaluate_methods(
     backbones: dict[str, Backbone], data, scale: int, out: Path, device: torch.device
 ) -> tuple[dict[str, dict], list[dict]]:
-    """The benchmark protocol for each backbone; returns summaries and per-image rows."""
+    """The benchmark protocol for each backbone; returns summaries and per-image rows.
+
+    Rows go to ``out/eval/<name>/results.jsonl``. Rows left there by an earlier run into the
+    same folder are removed first: the benchmark would skip their images as already done.
+    """
     suite, summaries, rows = MetricSuite(METRICS), {}, []
     for name, net in backbones.items():
+        (out / "eval" / name / "results.jsonl").unlink(missing_ok=True)
         log.info("evaluating %s on the held-out photos", name)
         got = benchmark(lambda s, net=net: net, data, [scale], suite, out / "eval" / name, device)
         summaries[name] = summarize(got, suite.names)
@@ -302,9 +307,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=os.environ.get("ZOOMSR_DEMO_DIR"),
         help="demo folder (default: $ZOOMSR_DEMO_DIR, else runs/demo/<time>)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("ZOOMSR_THREADS", 1)),
+        help="torch intra-op threads (default: $ZOOMSR_THREADS, else 1; see below)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    # One thread by default: on a small shared machine, two threads that wait on each other
+    # at every one of the thousands of small ops of a step ran up to 10x slower whenever
+    # another process held a core; one thread costs ~1.7x on an idle 2-core machine.
+    torch.set_num_threads(max(1, args.threads))
     run(args.overrides, args.out)
 
 
