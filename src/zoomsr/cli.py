@@ -12,7 +12,10 @@ import sys
 from collections.abc import Sequence
 
 #: name -> (module exposing ``main(argv)``, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "weights": ("zoomsr.metrics.weights", "metric weight files: present, missing, where each goes"),
+    "compare": ("zoomsr.reporting", "merge evaluation runs (metrics.json): one table and plot"),
+}
 
 
 def usage() -> str:
