@@ -115,8 +115,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, H, W)``."""
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(2, 3).unbind(1)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        # (B, 1, HW, C) with the channels contiguous: only then does the CPU dispatch pick the
+        # fused (flash) kernel, whose memory is linear in HW. On a strided view it falls back
+        # to the math kernel and materializes the HW x HW matrix: 17 GB at 256 x 256.
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(2, 3).contiguous()
+        q, k, v = qkv[:, :, None].unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)[:, 0]
         return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
 
 
