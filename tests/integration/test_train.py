@@ -90,16 +90,18 @@ def test_train_checkpoint_evaluate(compose_cfg, photos, tmp_path):
     # Trainable weights only, their EMA, and the backbone's config (safe to load).
     assert set(ckpt["state_dict"]) == {f"backbone.{k}" for k in ckpt["ema"]["shadow"]}
     assert "_target_: zoomsr.backbones.sr3.SR3" in ckpt["zoomsr"]["backbone_config"]
-    assert list((out / "checkpoints").glob("best-*.ckpt"))
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert len(names) == 2 and names[0].startswith("best-step0000004"), names
+    assert names[1] == "last.ckpt"  # one last.ckpt, no last-v1.ckpt beside it
     panels = sorted((out / "samples").glob("step*.png"))
     assert [p.name for p in panels] == ["step0000002.png", "step0000004.png"]
     assert Image.open(panels[0]).size == (3 * 48, 2 * (48 + 4))  # LR | SR | HR, 2 images
 
     backbone = load_backbone(result["last_ckpt"])
-    assert (
-        backbone.unet.init_conv.weight.shape[1] == 6
-        if hasattr(backbone.unet, "init_conv")
-        else True
+    # The EMA weights come back, not the raw ones.
+    ema = read_checkpoint(result["last_ckpt"])["ema"]["shadow"]
+    torch.testing.assert_close(
+        backbone.state_dict()["unet.out_conv.weight"], ema["unet.out_conv.weight"]
     )
     metrics = evaluate.run(
         compose_cfg(
