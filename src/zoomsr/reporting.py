@@ -1,19 +1,24 @@
-"""Evaluation reports: per-image rows (JSONL, CSV), metrics.json, a Markdown table, a plot."""
+"""Evaluation reports: per-image rows (JSONL, CSV), metrics.json, a Markdown table, plots, and
+``zoomsr compare`` (several runs in one table and plot)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 
 class ResultLog:
     """Per-image results appended as JSON lines as they are computed, so an interrupted
     evaluation resumes where it stopped.
 
-    Each row: ``{"scale": int, "image": str, "<metric>": float, ...}``.
+    Each row: ``{"scale": int, "image": str, "<metric>": float | None, ...}`` (None: not
+    computed for that image, e.g. no reference at that zoom).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -41,10 +46,16 @@ class ResultLog:
             f.flush()
 
 
+def _mean(values: list) -> float:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else float("nan")
+
+
 def summarize(rows: list[dict], metrics: list[str]) -> dict[str, dict[str, float]]:
     """Mean of each metric per scale: ``{"x4": {"psnr_y": …, "n_images": N}, …}``.
 
-    Means are over images (per-image PSNR first, then averaged, as the literature does).
+    Means are over images (per-image PSNR first, then averaged, as the literature does); an
+    image without a value for a metric (None) is left out of that metric's mean.
     """
     by_scale: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
@@ -52,14 +63,36 @@ def summarize(rows: list[dict], metrics: list[str]) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     for scale in sorted(by_scale):
         group = by_scale[scale]
-        entry: dict[str, float] = {m: sum(r[m] for r in group) / len(group) for m in metrics}
+        entry: dict[str, float] = {m: _mean([r.get(m) for r in group]) for m in metrics}
         entry["n_images"] = len(group)
         out[f"x{scale}"] = entry
     return out
 
 
+def with_images(summary: dict, rows: list[dict], metrics: list[str]) -> dict:
+    """``summary`` with each scale's per-image values under ``"images"`` (metrics.json)."""
+    out = {k: dict(v) for k, v in summary.items()}
+    for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
+        images = out[f"x{r['scale']}"].setdefault("images", {})
+        images[r["image"]] = {m: r.get(m) for m in metrics}
+    return out
+
+
+def _json_safe(obj):
+    """NaN / inf -> None so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_reports(out_dir: Path, rows: list[dict], summary: dict, metrics: list[str]) -> dict:
-    """Write metrics.json, per_image.csv, metrics.md and metrics.png; return their paths."""
+    """Write metrics.json, per_image.csv, metrics.md and metrics.png; return their paths.
+
+    ``metrics`` are the columns (per-image metrics then set metrics such as FID, which appear
+    in the summary only).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / "metrics.json",
@@ -67,52 +100,142 @@ def write_reports(out_dir: Path, rows: list[dict], summary: dict, metrics: list[
         "markdown": out_dir / "metrics.md",
         "plot": out_dir / "metrics.png",
     }
-    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    paths["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    image_metrics = [m for m in metrics if any(m in r for r in rows)]
     with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["scale", "image", *metrics])
+        writer = csv.DictWriter(f, fieldnames=["scale", "image", *image_metrics])
         writer.writeheader()
         for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
-            writer.writerow({k: r[k] for k in ["scale", "image", *metrics]})
+            writer.writerow({k: r.get(k) for k in ["scale", "image", *image_metrics]})
     paths["markdown"].write_text(markdown_table(summary, metrics))
     plot_metrics(summary, metrics, paths["plot"])
     return paths
 
 
-def markdown_table(summary: dict, metrics: list[str]) -> str:
-    """A row per scale, a column per metric (PSNR to 2 decimals, others to 4)."""
-    lines = [
-        "| scale | " + " | ".join(metrics) + " | images |",
-        "|---|" + "---|" * (len(metrics) + 1),
-    ]
+def markdown_table(summary: dict, metrics: list[str], label: str | None = None) -> str:
+    """A row per scale, a column per metric (PSNR to 2 decimals, others to 4).
+
+    With ``label`` a first column names the run (``zoomsr compare`` stacks several)."""
+    head = ("| run " if label is not None else "") + "| scale | " + " | ".join(metrics)
+    lines = [head + " | images |", "|---" * (len(metrics) + 2 + (label is not None)) + "|"]
     for scale, entry in summary.items():
-        cells = [_fmt(m, entry[m]) for m in metrics]
-        lines.append(f"| {scale} | " + " | ".join(cells) + f" | {entry['n_images']} |")
+        cells = [_fmt(m, entry.get(m)) for m in metrics]
+        first = f"| {label} " if label is not None else ""
+        lines.append(f"{first}| {scale} | " + " | ".join(cells) + f" | {entry['n_images']} |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(metric: str, value: float) -> str:
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
     if math.isinf(value):
         return "inf"
-    return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
+    return f"{value:.2f}" if metric.startswith("psnr") or metric == "fid" else f"{value:.4f}"
 
 
 def plot_metrics(summary: dict, metrics: list[str], path: Path) -> Path:
     """One panel per metric against zoom scale (log2 axis)."""
+    return plot_runs({"": summary}, metrics, path)
+
+
+def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
+    """One panel per metric against zoom scale, one line per run (``{label: summary}``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scales = [int(k[1:]) for k in summary]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        ax.plot(scales, [summary[f"x{s}"][m] for s in scales], marker="o")
+        for label, summary in runs.items():
+            scales = sorted(int(k[1:]) for k in summary)
+            values = [summary[f"x{s}"].get(m) for s in scales]
+            values = [np.nan if v is None else v for v in values]
+            ax.plot(scales, values, marker="o", label=label or None)
+            ax.set_xticks(scales, [f"x{s}" for s in scales])
         ax.set_xscale("log", base=2)
-        ax.set_xticks(scales, [f"x{s}" for s in scales])
+        ax.minorticks_off()
         ax.set_xlabel("scale")
         ax.set_title(m)
         ax.grid(alpha=0.3)
+        if any(runs):
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _run_dirs(paths: list[str]) -> list[Path]:
+    """Each path with a metrics.json, or the job folders of a multirun sweep under it."""
+    found = []
+    for p in map(Path, paths):
+        if (p / "metrics.json").is_file():
+            found.append(p)
+        else:
+            jobs = sorted(q.parent for q in p.glob("*/metrics.json"))
+            if not jobs:
+                from zoomsr.errors import ZoomSRError
+
+                raise ZoomSRError(f"no metrics.json in '{p}' or its sub-folders.")
+            found.extend(jobs)
+    return found
+
+
+def run_label(run_dir: Path) -> str:
+    """A run's name: its Hydra overrides that pick the model (ckpt, backbone, protocol), else
+    the folder name."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        import yaml
+
+        keys = ("ckpt=", "backbone=", "protocol=", "zoom")
+        picked = [o for o in yaml.safe_load(overrides.read_text()) or [] if o.startswith(keys)]
+        if picked:
+            return " ".join(picked)
+    return run_dir.name
+
+
+def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dict[str, Path]:
+    """Merge the metrics.json of several runs: compare.md (one table), compare.png (one line
+    per run in each metric's panel) and compare.json, written to ``out``."""
+    dirs = _run_dirs(paths)
+    labels = labels or [run_label(d) for d in dirs]
+    runs = {lab: json.loads((d / "metrics.json").read_text()) for lab, d in zip(labels, dirs)}
+    skip = {"n_images", "images"}
+    metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
+    metrics = [m for m in metrics if m not in skip]
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table({}, metrics, label="")
+    for lab, summary in runs.items():
+        table += "".join(markdown_table(summary, metrics, label=lab).splitlines(True)[2:])
+    paths = {"markdown": out / "compare.md", "plot": out / "compare.png"}
+    paths["markdown"].write_text(table)
+    plot_runs(runs, metrics, paths["plot"])
+    merged = {lab: {k: {m: v for m, v in e.items() if m != "images"} for k, e in s.items()}
+              for lab, s in runs.items()}  # fmt: skip
+    (out / "compare.json").write_text(json.dumps(merged, indent=2) + "\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``zoomsr compare RUN_DIR... [--out DIR] [--labels A B ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="zoomsr compare",
+        description="Put several evaluation runs (folders with metrics.json, or a multirun "
+        "folder) in one Markdown table and one plot of each metric against scale.",
+    )
+    parser.add_argument("runs", nargs="+", help="evaluation output folders")
+    parser.add_argument("--out", default=".", help="where compare.md/png/json go (default .)")
+    parser.add_argument("--labels", nargs="+", help="a name per run (default: its overrides)")
+    args = parser.parse_args(argv)
+    from zoomsr.errors import ZoomSRError
+
+    try:
+        paths = compare(args.runs, Path(args.out), args.labels)
+    except ZoomSRError as err:
+        print(f"zoomsr error: {err}")
+        return 2
+    print(paths["markdown"].read_text())
+    print(f"[zoomsr] {paths['markdown']} and {paths['plot']}")
+    return 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from zoomsr.tasks import evaluate
+from zoomsr.tasks import evaluate, protocols
 
 # SR papers' "Bicubic" rows (Y-PSNR dB / SSIM), see ../shared/datasets/README.md
 PUBLISHED = {
@@ -76,8 +76,8 @@ def test_evaluate_resumes_and_skips_done_images(compose_cfg, bench, tmp_path, mo
     (tmp_path / "results.jsonl").write_text("\n".join(lines[:6]) + '\n{"scale": 3, "ima')
 
     calls = []
-    real_upscale = evaluate._upscale
-    monkeypatch.setattr(evaluate, "_upscale", lambda b, lr: calls.append(1) or real_upscale(b, lr))
+    real_upscale = protocols._upscale
+    monkeypatch.setattr(protocols, "_upscale", lambda b, lr: calls.append(1) or real_upscale(b, lr))
     second = evaluate.run(compose_cfg("evaluate", overrides))
     assert len(calls) == 4
     assert second == first

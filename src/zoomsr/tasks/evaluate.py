@@ -1,12 +1,15 @@
-"""``evaluate.py``: benchmark protocol (single-step SR at each scale, Y-PSNR/SSIM, shave s).
+"""``evaluate.py``: metrics per zoom scale with one of the protocols of
+:mod:`zoomsr.tasks.protocols` (``benchmark``, ``zoom_full``, ``zoom_center``, ``paired``).
 
 Writes, as it goes, ``results.jsonl`` (one row per image and scale; a rerun skips rows already
-there), then ``metrics.json``, ``per_image.csv``, ``metrics.md``, ``metrics.png`` and the same
-numbers to the configured loggers (W&B offline by default).
+there) and ``features/`` (FID features per image), then ``metrics.json``, ``per_image.csv``,
+``metrics.md``, ``metrics.png`` and the same numbers to the configured loggers (W&B offline by
+default: a table per scale, each metric against scale, the best and worst images).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +17,11 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from zoomsr.backbones.base import Backbone
-from zoomsr.data.io import quantize
 from zoomsr.errors import ZoomSRError
-from zoomsr.metrics.suite import MetricSuite
-from zoomsr.reporting import ResultLog, summarize, write_reports
+from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite
+from zoomsr.reporting import summarize, with_images, write_reports
 from zoomsr.tasks.common import (
     build_loggers,
     close_wandb,
@@ -28,10 +29,9 @@ from zoomsr.tasks.common import (
     resolve_device,
     set_offline_defaults,
 )
+from zoomsr.tasks.protocols import Benchmark, EvalContext, set_metrics
 
 log = logging.getLogger("zoomsr")
-
-PROTOCOLS = ("benchmark",)
 
 
 def backbone_factory(cfg: DictConfig, device: torch.device) -> Callable[[int], Backbone]:
@@ -64,37 +64,46 @@ def backbone_factory(cfg: DictConfig, device: torch.device) -> Callable[[int], B
     return baseline
 
 
-def _upscale(backbone: Backbone, lr: torch.Tensor) -> torch.Tensor:
-    """Run one step; a gray image goes through a learned RGB model as RGB and comes back gray."""
-    if lr.shape[1] == 1 and backbone.is_learned:
-        return backbone.upscale(lr.expand(-1, 3, -1, -1)).mean(1, keepdim=True)
-    return backbone.upscale(lr)
-
-
 def run(cfg: DictConfig) -> dict:
-    """Evaluate ``cfg.backbone`` (or ``cfg.ckpt``) on ``cfg.data`` at ``cfg.scales``.
+    """Evaluate ``cfg.backbone`` (or ``cfg.ckpt``) on ``cfg.data`` at ``cfg.scales`` with
+    ``cfg.protocol`` (``benchmark`` | ``zoom_full`` | ``zoom_center`` | ``paired``).
 
     Returns:
-        ``{"x2": {"psnr_y": …, "ssim_y": …, "n_images": N}, …}``, as in ``metrics.json``.
+        ``{"x4": {"psnr_y": …, "fid": …, "n_images": N, "images": {name: {...}}}, …}``, as
+        in ``metrics.json``.
     """
     set_offline_defaults()
-    if cfg.protocol not in PROTOCOLS:
-        raise ZoomSRError(f"unknown protocol '{cfg.protocol}'; available: {list(PROTOCOLS)}.")
-    suite = MetricSuite(list(cfg.metrics))
+    device = resolve_device(cfg.device)
+    # Metric names and weight files first: a missing file fails here, in milliseconds.
+    suite = MetricSuite(list(cfg.metrics), device=device)
     scales = [int(s) for s in cfg.scales]
     if not scales or min(scales) < 1:
         raise ZoomSRError(f"scales must be a list of integers >= 1, got {scales}.")
+    protocol = instantiate(cfg.protocol)
     out = output_dir(cfg)
-    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = instantiate(cfg.data)
-    rows = benchmark(backbone_factory(cfg, device), data, scales, suite, out, device)
+    ctx = EvalContext(
+        backbone_factory(cfg, device),
+        instantiate(cfg.data),
+        scales,
+        suite,
+        out,
+        device,
+        batch_size=int(cfg.get("batch_size", 8)),
+        save_images=bool(cfg.get("save_images", False)),
+    )
+    rows = protocol.run(ctx)
     summary = summarize(rows, suite.names)
-    paths = write_reports(out, rows, summary, suite.names)
-    _log_to_loggers(cfg, out, summary, rows, suite.names)
+    for scale, values in set_metrics(ctx, rows).items():
+        summary[f"x{scale}"].update(values)
+    columns = suite.names + suite.set_names
+    result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
+    paths = write_reports(out, rows, result, columns)
+    result = json.loads(paths["json"].read_text())  # NaN -> None, exactly as saved
+    _log_to_loggers(cfg, out, result, rows, columns)
     log.info("metrics:\n%s", paths["markdown"].read_text())
     print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
-    return summary
+    return result
 
 
 def benchmark(
@@ -111,36 +120,63 @@ def benchmark(
     Rows are appended to ``out/results.jsonl`` as they are computed; images already there are
     skipped, so an interrupted evaluation resumes. Returns the rows of ``scales``.
     """
-    results = ResultLog(out / "results.jsonl")
-    for scale in scales:
-        dataset = data.benchmark_dataset(scale)
-        todo = [i for i, f in enumerate(dataset.files) if not results.done(scale, f.stem)]
-        if not todo:
-            continue
-        backbone = make_backbone(scale).to(device)
-        for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
-            item = dataset[i]
-            lr, hr = item["lr"][None].to(device), item["hr"][None].to(device)
-            with torch.no_grad():
-                # Outputs are rounded to 8 bits, as when saved to PNG for the published tables.
-                sr = quantize(_upscale(backbone, lr))
-            values = suite(sr, hr, shave=scale)
-            row = {"scale": scale, "image": item["name"]}
-            results.add(row | {k: v[0] for k, v in values.items()})
-    return [r for r in results.rows if r["scale"] in scales]
+    return Benchmark().run(EvalContext(make_backbone, data, scales, suite, out, device))
 
 
-def _log_to_loggers(cfg: DictConfig, out, summary: dict, rows: list[dict], metrics: list[str]):
+def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict], metrics: list):
+    """Scalars ``eval/x{s}/{metric}`` to every logger; to W&B also a table per scale, a line
+    plot of each metric against scale and panels of the best and worst images."""
     loggers = build_loggers(cfg, out)
-    flat = {f"eval/{scale}/{m}": v for scale, entry in summary.items() for m, v in entry.items()}
+    flat = {
+        f"eval/{scale}/{m}": v
+        for scale, entry in summary.items()
+        for m, v in entry.items()
+        if m != "images" and v is not None
+    }
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         lg.log_metrics(flat)
-        if hasattr(lg, "log_table"):
-            lg.log_table(
-                key="eval/per_image",
-                columns=["scale", "image", *metrics],
-                data=[[r["scale"], r["image"], *(r[m] for m in metrics)] for r in rows],
-            )
+        if type(lg).__name__ == "WandbLogger":
+            _wandb_panels(lg, out, summary, rows, [m for m in metrics if m != "fid"], metrics)
         lg.finalize("success")
     close_wandb(loggers)
+
+
+def _wandb_panels(lg, out: Path, summary: dict, rows: list[dict], image_metrics, metrics):
+    import wandb
+
+    scales = sorted(int(k[1:]) for k in summary)
+    for s in scales:
+        group = [r for r in rows if r["scale"] == s]
+        lg.log_table(
+            key=f"eval/x{s}/per_image",
+            columns=["image", *image_metrics],
+            data=[[r["image"], *(r.get(m) for m in image_metrics)] for r in group],
+        )
+    by_scale = wandb.Table(
+        columns=["scale", *metrics],
+        data=[[s, *(summary[f"x{s}"].get(m) for m in metrics)] for s in scales],
+    )
+    plots = {f"eval/plot/{m}": wandb.plot.line(by_scale, "scale", m, title=f"{m} vs scale")
+             for m in metrics}  # fmt: skip
+    lg.experiment.log({"eval/by_scale": by_scale, **plots})
+    if image_metrics:
+        lg.experiment.log(_best_worst(out, rows, image_metrics[0], scales))
+
+
+def _best_worst(out: Path, rows: list[dict], metric: str, scales: list[int]) -> dict:
+    """``eval/x{s}/best`` and ``worst``: the SR | HR panels of the extreme images by ``metric``."""
+    import wandb
+
+    images = {}
+    for s in scales:
+        scored = [r for r in rows if r["scale"] == s and r.get(metric) is not None]
+        if not scored:
+            continue
+        scored.sort(key=lambda r: r[metric], reverse=metric not in LOWER_IS_BETTER)
+        for tag, r in (("best", scored[0]), ("worst", scored[-1])):
+            panel = out / "panels" / f"x{s}" / f"{r['image']}.png"
+            if panel.is_file():
+                caption = f"{r['image']}: {metric} {r[metric]:.4g} (SR | HR)"
+                images[f"eval/x{s}/{tag}"] = wandb.Image(str(panel), caption=caption)
+    return images
