@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR
+from zoomsr.prompts import PromptSource
 from zoomsr.tasks.train import build_callbacks, build_datamodule, build_module
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -39,6 +40,10 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     if group == "zoom":  # composed by infer.yaml, not train.yaml
         cfg = compose_cfg("infer", [*overrides, f"input={tmp_path}"])
         instantiate(cfg.zoom)
+        return
+    if group == "prompt":  # tags/vlm need weights: built in test_prompts_wiring.py
+        cfg = compose_cfg("train", [f"prompt='{name}'", f"out_dir={tmp_path}"])
+        assert issubclass(get_class(cfg.prompt._target_), PromptSource)
         return
     if group == "hydra" or group == "paths":
         cfg = compose_cfg("train", overrides)

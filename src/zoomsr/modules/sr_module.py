@@ -14,6 +14,7 @@ from zoomsr.backbones.base import Backbone
 from zoomsr.data.io import quantize, save_image
 from zoomsr.metrics.fidelity import psnr, ssim
 from zoomsr.modules.ema import EMA
+from zoomsr.prompts.base import PromptSource
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -35,6 +36,9 @@ class SRModule(pl.LightningModule):
         ema_decay: EMA decay of the trainable weights (0 disables the EMA).
         panels: validation images shown in the sample panel.
         backbone_config: the backbone's config as YAML (with ``_target_``), kept in checkpoints.
+        prompt_source: makes ``batch["prompt"]`` from the LR images when the data gives none
+            (cached by content, so a repeated sample or a rerun never calls its model twice);
+            None (default): the data's prompts or none.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class SRModule(pl.LightningModule):
         ema_decay: float = 0.9999,
         panels: int = 4,
         backbone_config: str | None = None,
+        prompt_source: PromptSource | None = None,
     ) -> None:
         super().__init__()
         if not losses:
@@ -55,13 +60,21 @@ class SRModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.ema = EMA(backbone, decay=ema_decay) if ema_decay > 0 else None
         self.panels, self.backbone_config = panels, backbone_config
+        self.prompt_source = prompt_source  # a submodule: it follows the device, never trains
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._panel: list[torch.Tensor] = []
         self._ema_ctx = None
 
+    def prompts(self, batch: dict) -> list[str] | None:
+        """The batch's prompts: its own ``prompt`` entry, else the prompt source's on ``lr``."""
+        if "prompt" in batch or self.prompt_source is None:
+            return batch.get("prompt")
+        names = batch.get("name")
+        return self.prompt_source([batch["lr"]], step=0, names=names)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.backbone.training_outputs(
-            batch["lr"], batch["hr"], prompts=batch.get("prompt"), seeds=batch.get("seed")
+            batch["lr"], batch["hr"], prompts=self.prompts(batch), seeds=batch.get("seed")
         )
         terms = {name: term(outputs) for name, term in self.losses.items()}
         loss = torch.stack(list(terms.values())).sum()
@@ -99,7 +112,7 @@ class SRModule(pl.LightningModule):
         # A fixed seed per image: validation curves show the model, not the sampler's luck.
         with torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
             torch.manual_seed(batch_idx)
-            sr = quantize(self.backbone.upscale(lr, prompts=batch.get("prompt")).float())
+            sr = quantize(self.backbone.upscale(lr, prompts=self.prompts(batch)).float())
         s = self.backbone.scale
         bs = hr.shape[0]
         self.log("val/psnr_y", psnr(sr, hr, shave=s).mean(), sync_dist=True, batch_size=bs)

@@ -3,12 +3,12 @@ a folder of images, with a trained backbone or a baseline.
 
 ``zoom=chain`` writes one folder per image, ``<out_dir>/<name>/``: ``step0.png`` (the
 preprocessed input), ``step<k>_input.png`` and ``step<k>_output.png`` per step,
-``prompts.json`` (per step: prompts, box, magnification), ``strip.png`` (all scales side by
-side) and ``overview.png`` (each step's box on the input). The folder is written under a
-temporary name and renamed when complete. ``zoom=full`` writes ``<name>_x<total scale>.png``
-per step. Finished images are skipped on a rerun, so an interrupted job resumes; an image
-that fails does not stop the others (the run reports it at the end); unreadable files are
-skipped with a warning.
+``prompts.json`` (per step: the ``prompt`` source's texts, box, magnification), ``strip.png``
+(all scales side by side) and ``overview.png`` (each step's box on the input). The folder is
+written under a temporary name and renamed when complete. ``zoom=full`` writes
+``<name>_x<total scale>.png`` per step. Finished images are skipped on a rerun, so an
+interrupted job resumes; an image that fails does not stop the others (the run reports it at
+the end); unreadable files are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from zoomsr.backbones.base import Backbone
 from zoomsr.data.io import IMAGE_EXTENSIONS, list_images, load_image, save_image
 from zoomsr.errors import ZoomSRError
+from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
 from zoomsr.zoom.chain import ZoomChain, ZoomResult
 from zoomsr.zoom.full import FullImage
@@ -125,7 +127,8 @@ def run(cfg: DictConfig) -> dict:
 
     Returns:
         ``{"outputs": [per-image folder (chain) or files (full)], "out_dir": …,
-        "skipped": [unreadable files]}``.
+        "skipped": [unreadable files], "prompt_model_calls": views the prompt model described
+        (cache misses; 0 without a model-backed ``prompt``)}``.
 
     Raises:
         ZoomSRError: bad input or config; or, after every other image is done, the images that
@@ -137,7 +140,8 @@ def run(cfg: DictConfig) -> dict:
     out = output_dir(cfg)
     device = resolve_device(cfg.device)
     backbone = load_inference_backbone(cfg, device) if zoom.needs_model else None
-    run_kw = {"backbone": backbone, "prompt_fn": None, "device": device}
+    prompt_source = build_prompt_source(cfg.get("prompt")) if zoom.needs_model else None
+    run_kw = {"backbone": backbone, "prompt_fn": prompt_source, "device": device}
     outputs, skipped, failed = [], [], []
     for path in tqdm(files, desc="images", unit="img", dynamic_ncols=True):
         if isinstance(zoom, FullImage):
@@ -153,11 +157,14 @@ def run(cfg: DictConfig) -> dict:
             log.warning("skipping %s", err)
             skipped.append(str(path))
             continue
+        # The per-image user prompt file is looked up by the input's stem.
+        names = prompt_source.image_names([path.stem]) if prompt_source else nullcontext()
         try:
-            if isinstance(zoom, FullImage):
-                outputs += full_image(zoom, image, out, path.stem, run_kw)
-            else:
-                outputs += chain_image(zoom, image, out / path.stem, run_kw)
+            with names:
+                if isinstance(zoom, FullImage):
+                    outputs += full_image(zoom, image, out, path.stem, run_kw)
+                else:
+                    outputs += chain_image(zoom, image, out / path.stem, run_kw)
         except ZoomSRError as err:
             log.error("%s: %s", path.name, err)
             failed.append(f"{path.name}: {err}")
@@ -166,4 +173,10 @@ def run(cfg: DictConfig) -> dict:
         raise ZoomSRError(
             f"{len(failed)} image(s) failed ({'; '.join(failed)}); the others are in {out}."
         )
-    return {"outputs": outputs, "out_dir": str(out), "skipped": skipped}
+    calls = prompt_source.model_calls if prompt_source is not None else 0
+    return {
+        "outputs": outputs,
+        "out_dir": str(out),
+        "skipped": skipped,
+        "prompt_model_calls": calls,
+    }

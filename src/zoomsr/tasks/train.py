@@ -11,13 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoomsr.checkpoint import read_checkpoint
 from zoomsr.modules.sr_module import SRModule
+from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 
 log = logging.getLogger("zoomsr")
 
 
 def build_module(cfg: DictConfig) -> SRModule:
-    """The LightningModule of ``cfg``: backbone, loss terms, optimizer and scheduler."""
+    """The LightningModule of ``cfg``: backbone, loss terms, optimizer, scheduler and the
+    optional prompt source (``prompt=``)."""
     backbone = instantiate(cfg.backbone)
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -28,6 +30,7 @@ def build_module(cfg: DictConfig) -> SRModule:
         optimizer=instantiate(cfg.optim),
         scheduler=scheduler,
         backbone_config=OmegaConf.to_yaml(cfg.backbone, resolve=True),
+        prompt_source=build_prompt_source(cfg.get("prompt")),
     )
 
 

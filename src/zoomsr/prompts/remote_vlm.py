@@ -1,0 +1,203 @@
+"""Prompts from a VLM behind any OpenAI-compatible chat-completions endpoint (vLLM, SGLang,
+llama.cpp's server, TGI, hosted APIs).
+
+The request is CoZ's chat (see :mod:`zoomsr.prompts.vlm`) in the OpenAI format: the instruction
+as the system message (or, with ``instruction_role=user``, as a text part after the images) and
+each view as a base64 PNG ``image_url`` part of the user message, the wider view first in
+multi-scale mode. Only the standard library is used (``urllib``).
+
+Failure is bounded: the server's port is probed once with ``connect_timeout`` (a host that is
+down fails in seconds, not after ``timeout``), and each request is tried at most
+``retries + 1`` times (timeouts, connection errors, HTTP 408/429/5xx), with ``timeout`` seconds
+per try and 0.5 s, 1 s, 2 s... between tries. Other HTTP errors fail at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Literal
+from urllib.parse import urlsplit
+
+import torch
+
+from zoomsr.errors import ZoomSRError
+from zoomsr.prompts.base import (
+    MULTI_VIEW_INSTRUCTION,
+    SINGLE_VIEW_INSTRUCTION,
+    PromptSource,
+    to_pil,
+)
+
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+def image_part(image: torch.Tensor) -> dict:
+    """``(3, h, w)`` in [0, 1] -> an OpenAI ``image_url`` content part (8-bit PNG, base64)."""
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+
+
+def reply_text(body: dict) -> str:
+    """The assistant's text of a chat-completions response (string or list-of-parts content)."""
+    content = body["choices"][0]["message"]["content"]
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not isinstance(content, str):
+        raise TypeError(f"content is {type(content).__name__}")
+    return content
+
+
+class RemoteVLMPrompt(PromptSource):
+    """CoZ prompts from a remote, OpenAI-compatible VLM.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is
+            appended unless already there).
+        model: the model name the server knows.
+        api_key_env: name of the environment variable holding the API key (sent as a bearer
+            token when set; local servers usually need none).
+        max_tokens: answer length (CoZ: 32 new tokens).
+        temperature: 0 (default) asks for greedy decoding.
+        timeout: seconds per request try.
+        connect_timeout: seconds for the one-time reachability probe.
+        retries: extra tries after a timeout, connection error or HTTP 408/429/5xx.
+        instruction_role: ``system`` (CoZ's layout) or ``user`` (a text part after the images,
+            for servers whose templates drop system turns).
+        instruction, multiscale_instruction: CoZ's one- and two-view instructions by default.
+        user_text, user_file, cache: see :class:`~zoomsr.prompts.base.PromptSource`.
+    """
+
+    uses_model = True
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        model: str = "Qwen/Qwen2.5-VL-3B-Instruct",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_tokens: int = 32,
+        temperature: float = 0.0,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        instruction_role: Literal["system", "user"] = "system",
+        instruction: str = SINGLE_VIEW_INSTRUCTION,
+        multiscale_instruction: str = MULTI_VIEW_INSTRUCTION,
+        user_text: str | None = None,
+        user_file: str | None = None,
+        cache: str | None = None,
+    ) -> None:
+        super().__init__(user_text, user_file, cache)
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ZoomSRError(f"prompt.base_url must be an http(s) URL, got '{base_url}'.")
+        if instruction_role not in ("system", "user"):
+            raise ZoomSRError(f"prompt.instruction_role must be system|user: {instruction_role}")
+        url = base_url.rstrip("/")
+        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.model, self.api_key_env = model, api_key_env
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.retries, self.instruction_role = max(0, retries), instruction_role
+        self.instructions = {1: instruction, 2: multiscale_instruction}
+        self._reachable = False
+
+    def settings(self) -> dict:
+        return {
+            "source": "remote_vlm",
+            "url": self.url,
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "instruction_role": self.instruction_role,
+            "instructions": self.instructions,
+        }
+
+    def request_body(self, images: list[torch.Tensor]) -> dict:
+        """The chat-completions request for one image's views ``(3, h, w)``, widest first."""
+        instruction = self.instructions[len(images)]
+        content = [image_part(img) for img in images]
+        chat = [{"role": "user", "content": content}]
+        if self.instruction_role == "system":
+            chat.insert(0, {"role": "system", "content": instruction})
+        else:
+            content.append({"type": "text", "text": instruction})
+        return {
+            "model": self.model,
+            "messages": chat,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stream": False,
+        }
+
+    def describe(self, views: list[torch.Tensor], step: int) -> list[str]:
+        self._probe()
+        return [
+            self._complete(self.request_body([v[i] for v in views])) for i in range(len(views[0]))
+        ]
+
+    def _probe(self) -> None:
+        """Fail in ``connect_timeout`` seconds when nothing listens at the server's port."""
+        if self._reachable:
+            return
+        parts = urlsplit(self.url)
+        if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+            return  # a proxy carries the request: the direct port says nothing
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=self.connect_timeout).close()
+        except OSError as err:
+            raise ZoomSRError(
+                f"remote VLM endpoint {self.url} is not reachable ({err}): start the server or "
+                "set prompt.base_url=<http://host:port/v1>."
+            ) from None
+        self._reachable = True
+
+    def _complete(self, body: dict) -> str:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    answer = response.read()
+            except urllib.error.HTTPError as err:
+                detail = err.read(300).decode("utf-8", "replace")
+                if err.code not in RETRY_STATUS:
+                    hint = f" (set ${self.api_key_env})" if err.code in (401, 403) else ""
+                    raise ZoomSRError(
+                        f"remote VLM {self.url} answered HTTP {err.code}{hint}: {detail}"
+                    ) from None
+                last = f"HTTP {err.code}: {detail}"
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                last = str(getattr(err, "reason", err))
+                continue
+            return self._parse(answer)
+        raise ZoomSRError(
+            f"remote VLM {self.url} failed {self.retries + 1} time(s), {self.timeout:g} s "
+            f"each: {last}. Check the server, or raise prompt.timeout / prompt.retries."
+        )
+
+    def _parse(self, answer: bytes) -> str:
+        try:
+            return reply_text(json.loads(answer))
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise ZoomSRError(
+                f"remote VLM {self.url} sent no chat completion ({err}): "
+                f"{answer[:200].decode('utf-8', 'replace')}"
+            ) from None
