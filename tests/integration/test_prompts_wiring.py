@@ -15,11 +15,11 @@ from hydra.utils import get_class
 
 from tests.conftest import CONF_DIR
 from tests.unit.test_prompts_tags import tiny_vit
-from tests.unit.test_prompts_vlm import tiny_qwen
 from zoomsr.cli import main as zoomsr_main
 from zoomsr.data.io import load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
+from zoomsr.prompts.tiny import write_tiny_vlm
 from zoomsr.prompts.vlm import VLMPrompt
 from zoomsr.tasks import infer, train
 
@@ -30,7 +30,7 @@ PROMPT_YAMLS = sorted(p.stem for p in (CONF_DIR / "prompt").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory) -> Path:
-    return tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+    return write_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen"))
 
 
 @pytest.fixture(scope="module")

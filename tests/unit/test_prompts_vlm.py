@@ -1,6 +1,7 @@
 """The local VLM source on a tiny random-initialized Qwen2.5-VL (the real class, a small config;
-tokenizer, processor and chat template written offline): CoZ's messages with one and two views,
-the cache, the LoRA adapter and the errors for missing weights."""
+tokenizer, processor and chat template written offline by ``zoomsr.prompts.tiny``): CoZ's
+messages with one and two views, the cache, the LoRA adapter and the errors for missing
+weights."""
 
 from __future__ import annotations
 
@@ -12,94 +13,15 @@ import torch
 
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts.base import MULTI_VIEW_INSTRUCTION, SINGLE_VIEW_INSTRUCTION
+from zoomsr.prompts.tiny import write_tiny_vlm
 from zoomsr.prompts.vlm import VLMPrompt
-
-SPECIAL = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-# Qwen's chat layout: <|im_start|>role\n...<|im_end|>\n, an image as vision_start/pad/end.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def tiny_qwen(folder: Path, seed: int = 0) -> Path:
-    """A ~0.1M-parameter Qwen2_5_VLForConditionalGeneration with a byte-level tokenizer, saved
-    with its processor to ``folder`` (images of up to 56x56 px: <= 4 vision tokens each)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    ids = {s: tokenizer.convert_tokens_to_ids(s) for s in SPECIAL}
-    Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    ).save_pretrained(folder)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e4,
-                "mrope_section": [2, 3, 3],
-            },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "fullatt_block_indexes": [1],
-            "window_size": 56,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(seed)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory) -> Path:
-    return tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+    """A ~0.1M-parameter Qwen2_5_VLForConditionalGeneration, tokenizer and processor written
+    offline (zoomsr.prompts.tiny): images of up to 56x56 px, 14 px patches merged 2x2."""
+    return write_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen"))
 
 
 def views(batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
