@@ -26,8 +26,7 @@ from zoomsr.data.photos import PHOTOS, SkimagePhotos, export_photos, photo_names
 BICUBIC_X4 = 29.59
 
 #: A network of the same class, small enough that the smoke runs in seconds, and one sampling
-#: step. Three levels as in the quickstart: the middle attention then runs at the LR size (two
-#: would put it at half the HR size: 68k positions on rocket, an 18 GB attention matrix).
+#: step. Three levels as in the quickstart: the middle attention runs at the LR size.
 TINY = [
     "backbone.inner_channel=8",
     "backbone.channel_mults=[1,1,2]",
@@ -86,9 +85,6 @@ def test_setup_exports_when_the_folder_is_missing(tmp_path):
     assert len(dm.val_set) == 3 and (tmp_path / "fresh" / "train" / "astronaut.png").is_file()
 
 
-# slow: passes alone, but failed once when run after the rest of the suite (an order-dependent
-# interaction still to be found); the notebook test below covers the same flow by default.
-@pytest.mark.slow
 def test_demo_smoke_trains_evaluates_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
     result = demo.run([*TINY, "logger=csv", f"paths.data_dir={tmp_path / 'data'}"], out=out)
