@@ -268,6 +268,21 @@ def test_non_divisible_size_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
+    ("mults", "scale", "multiple"),
+    [([1, 2], 2, 1), ([1, 2, 2], 2, 2), ([1, 2, 4, 8], 4, 2), ([1, 2, 4, 8], 3, 8)],
+)
+def test_size_multiple_is_the_lr_side_that_makes_the_hr_side_fit(mults, scale, multiple):
+    from zoomsr.zoom.tiling import upscale_padded
+
+    model = tiny_sr3(channel_mults=mults, scale=scale, sample_steps=1)
+    assert model.size_multiple == multiple
+    lr = torch.rand(1, 3, 2 * multiple, 3 * multiple)
+    assert model.upscale(lr).shape == (1, 3, 2 * multiple * scale, 3 * multiple * scale)
+    odd = torch.rand(1, 3, 2 * multiple + 1, 3)  # padded to the multiple and cropped back
+    assert upscale_padded(model, odd).shape == (1, 3, (2 * multiple + 1) * scale, 3 * scale)
+
+
+@pytest.mark.parametrize(
     "overrides",
     [dict(sampler="euler"), dict(sample_steps=21), dict(sample_steps=0), dict(linear_end=1.5)],
 )

@@ -500,6 +500,8 @@ class SR3(Backbone):
                 gradient_checkpointing=gradient_checkpointing,
             )
         self.multiple = 2 ** (len(self.unet.channel_mults) - 1)
+        # LR sides that make the HR side a multiple of `multiple` (callers pad the LR to it).
+        self.size_multiple = self.multiple // math.gcd(self.multiple, scale)
 
     def _check_hr_size(self, height: int, width: int) -> None:
         if height % self.multiple or width % self.multiple:
