@@ -1,0 +1,501 @@
+"""One-step diffusion SR on Stable Diffusion 3 with LoRA (OSEDiff, as Chain-of-Zoom trains it).
+
+One step (OSEDiff, Wu et al. 2024, Sec. 3.2, with SD3's rectified flow): the LR image is
+bicubic-upsampled to the target size, encoded by the VAE, ``z = (E(x) - shift) * scaling``;
+the transformer predicts the velocity ``v`` at ``t = 1000`` (``sigma = 1``) with the prompt's
+embeddings; since ``z_sigma = (1 - sigma) z0 + sigma * eps`` and ``v = eps - z0``, the clean
+latent is ``z0 = z - sigma * v = z - v``, decoded with ``x = D(z0 / scaling + shift)``.
+
+LoRA adapters (peft) train; everything else is frozen and loaded from ``pretrained``:
+- ``generator``: the SR model itself (transformer). CoZ's choice (``lora_targets=adaln``) is
+  rank 4 on the adaLN-Zero modulation linears (``norm1.linear``, ``norm1_context.linear``);
+  ``attention`` targets the attention projections instead; a list gives module names.
+- ``encoder``: optional LoRA on every conv/linear of the VAE encoder (CoZ's ``inject_lora_vae``).
+- ``regularizer`` (``vsd=True``): the "fake" score of variational score distillation, a second
+  adapter on the SAME frozen transformer; with adapters disabled that transformer is the "real"
+  score. CoZ keeps three full transformer copies for these (see docs/memory_sd3.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+from zoomsr.backbones.base import Backbone
+from zoomsr.errors import ZoomSRError
+
+Adapter = Literal["generator", "regularizer"] | None
+GENERATOR, REGULARIZER, ENCODER = "generator", "regularizer", "encoder"
+#: diffusers' SD3 LoRA default: every attention projection of the joint blocks.
+ATTENTION_TARGETS = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HOW_TO_GET = (
+    "Download a diffusers-layout SD3 folder (e.g. `huggingface-cli download "
+    "stabilityai/stable-diffusion-3-medium-diffusers --local-dir DIR`, after accepting its "
+    "licence on the Hub) and pass backbone.pretrained=DIR, or use debug=tiny for a tiny "
+    "random model."
+)
+
+
+def resolve_pretrained(pretrained: str, use_t5: bool) -> Path:
+    """The local folder of ``pretrained`` (a folder, an HF-cache id, or ``tiny``), checked.
+
+    Raises:
+        ZoomSRError: naming the missing folder or component and how to provide it. Never touches
+            the network: a Hub id is looked up in the local cache only.
+    """
+    from zoomsr.backbones.sd3_tiny import TINY_ID, ensure_tiny_sd3
+
+    if pretrained == TINY_ID:
+        return ensure_tiny_sd3()
+    folder = Path(pretrained).expanduser()
+    if not folder.is_dir():
+        if folder.is_absolute() or pretrained.count("/") != 1:
+            raise ZoomSRError(
+                f"SD3 weights not found: folder '{folder}' does not exist. {HOW_TO_GET}"
+            )
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(pretrained, local_files_only=True))
+        except Exception as err:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            cached = Path(HF_HUB_CACHE) / f"models--{pretrained.replace('/', '--')}"
+            raise ZoomSRError(
+                f"SD3 weights not found: '{pretrained}' is neither a folder nor a model in the "
+                f"Hugging Face cache (no '{cached}'). {HOW_TO_GET}"
+            ) from err
+    parts = ["transformer", "vae", "scheduler", "text_encoder", "text_encoder_2"]
+    parts += ["tokenizer", "tokenizer_2"] + (["text_encoder_3", "tokenizer_3"] if use_t5 else [])
+    missing = [p for p in parts if not (folder / p).is_dir()]
+    if missing:
+        raise ZoomSRError(
+            f"SD3 folder '{folder}' lacks {', '.join(m + '/' for m in missing)} (a "
+            f"diffusers-layout folder has all of {', '.join(parts)}). {HOW_TO_GET}"
+        )
+    return folder
+
+
+def adaln_targets(transformer: nn.Module) -> list[str]:
+    """CoZ's targets: every ``nn.Linear`` inside an ``AdaLayerNormZero`` (the adaLN-Zero
+    modulation), in module order, which is also the order of CoZ's flat LoRA list."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def inside_adapter(path: str) -> bool:  # peft's own Linears inside an injected layer
+        return any(p == "base_layer" or p.startswith("lora_") for p in path.split("."))
+
+    return [
+        f"{name}.{child}"
+        for name, module in transformer.named_modules()
+        if type(module).__name__ == "AdaLayerNormZero"
+        for child, sub in module.named_modules()
+        if isinstance(sub, (nn.Linear, BaseTunerLayer)) and not inside_adapter(child)
+    ]
+
+
+class SD3LoRA(Backbone):
+    """SD3 one-step super-resolver with LoRA adapters (see the module docstring).
+
+    Args:
+        pretrained: a diffusers-layout SD3 folder, a Hub id already in the local HF cache, or
+            ``tiny`` (a tiny random model written once under ``$ZOOMSR_CACHE``).
+        scale: zoom factor of one step (default 4).
+        use_t5: load the T5 encoder; False feeds zeros in its place, as diffusers does.
+        max_sequence_length: T5 tokens (CoZ: 512; diffusers' default 256).
+        lora_targets: ``adaln`` (CoZ), ``attention``, or a list of module names.
+        lora_rank: rank of the transformer adapters (CoZ: 4).
+        lora_alpha: LoRA scale numerator; None = rank (scale 1, as CoZ's LoRA layers).
+        vae_lora: also train a LoRA on the VAE encoder (CoZ: yes).
+        vae_lora_rank, vae_lora_alpha: its rank and alpha (CoZ: 4 and peft's default 8).
+        vsd: add the regularizer adapter and return what the VSD losses need.
+        latent: ``mean`` of the VAE posterior, or a ``sample`` (seeded; CoZ samples).
+        weight_dtype: dtype of the frozen transformer and text encoders (VAE stays float32).
+        gradient_checkpointing: recompute transformer blocks in the backward pass.
+        seed: seed of the inference-time latent sample (``latent=sample``).
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        scale: int = 4,
+        use_t5: bool = True,
+        max_sequence_length: int = 256,
+        lora_targets: Literal["adaln", "attention"] | list[str] = "adaln",
+        lora_rank: int = 4,
+        lora_alpha: float | None = None,
+        vae_lora: bool = True,
+        vae_lora_rank: int = 4,
+        vae_lora_alpha: float = 8.0,
+        vsd: bool = False,
+        latent: Literal["mean", "sample"] = "sample",
+        weight_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if latent not in ("mean", "sample"):
+            raise ZoomSRError(f"backbone.latent must be 'mean' or 'sample', got {latent!r}")
+        if weight_dtype not in DTYPES:
+            raise ZoomSRError(f"backbone.weight_dtype must be one of {list(DTYPES)}")
+        folder = resolve_pretrained(str(pretrained), use_t5)
+        self.scale, self.latent, self.seed, self.vsd = scale, latent, seed, vsd
+        self.max_sequence_length = max_sequence_length
+        self._load(folder, use_t5, DTYPES[weight_dtype])
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # HR sides must be multiples of vae_factor * patch_size; upscale pads to that itself.
+        self.multiple = self.vae_factor * self.transformer.config.patch_size
+        self.size_multiple = self.multiple // math.gcd(self.multiple, scale)
+        self._add_adapters(lora_targets, lora_rank, lora_alpha, vae_lora, vae_lora_rank,
+                           vae_lora_alpha)  # fmt: skip
+        self._adapter_state: Adapter = GENERATOR
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing(self._checkpoint)
+        self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- building ---------------------------------------------------------------------------
+    def _load(self, folder: Path, use_t5: bool, dtype: torch.dtype) -> None:
+        """The frozen SD3 parts, each from its subfolder (no pipeline download logic)."""
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+        kw = {"torch_dtype": dtype}
+        self.transformer = SD3Transformer2DModel.from_pretrained(
+            folder, subfolder="transformer", **kw
+        )
+        self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        self.text_encoder = CLIPTextModelWithProjection.from_pretrained(
+            folder / "text_encoder", **kw
+        )
+        self.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+            folder / "text_encoder_2", **kw
+        )
+        self.text_encoder_3 = (
+            T5EncoderModel.from_pretrained(folder / "text_encoder_3", **kw) if use_t5 else None
+        )
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
+        for part in (self.transformer, self.vae, self.text_encoder, self.text_encoder_2):
+            part.requires_grad_(False)
+        if self.text_encoder_3 is not None:
+            self.text_encoder_3.requires_grad_(False)
+        # diffusers' own prompt encoding (CLIP-L + CLIP-G hidden states, T5 or zeros, pooled).
+        self._pipe = StableDiffusion3Pipeline(
+            transformer=self.transformer,
+            scheduler=scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=AutoTokenizer.from_pretrained(folder / "tokenizer_2"),
+            text_encoder_3=self.text_encoder_3,
+            tokenizer_3=AutoTokenizer.from_pretrained(folder / "tokenizer_3") if use_t5 else None,
+        )
+        # The one step: the scheduler's single timestep (1000, sigma 1).
+        scheduler.set_timesteps(1)
+        self.register_buffer("t_one", scheduler.timesteps[:1].float().clone(), persistent=False)
+        self.register_buffer("sigma_one", scheduler.sigmas[:1].float().clone(), persistent=False)
+        # VSD noise levels: the scheduler's 1000 (shifted) training sigmas, as CoZ draws them.
+        scheduler.set_timesteps(scheduler.config.num_train_timesteps)
+        self.register_buffer(
+            "train_sigmas", scheduler.sigmas[:-1].float().clone(), persistent=False
+        )
+        self.num_train_timesteps = scheduler.config.num_train_timesteps
+
+    def _add_adapters(
+        self,
+        targets: str | list[str],
+        rank: int,
+        alpha: float | None,
+        vae_lora: bool,
+        vae_rank: int,
+        vae_alpha: float,
+    ) -> None:
+        from peft import LoraConfig
+
+        if targets == "adaln":
+            modules = adaln_targets(self.transformer)
+        elif targets == "attention":
+            modules = list(ATTENTION_TARGETS)
+        elif isinstance(targets, str):
+            raise ZoomSRError(
+                f"backbone.lora_targets: 'adaln', 'attention' or a list, got {targets!r}"
+            )
+        else:
+            modules = [str(t) for t in targets]
+        # "gaussian": A ~ N(0, 1/r), B = 0, as CoZ's LoraInjectedLinear; the step starts as SD3's.
+        self.lora_config = LoraConfig(
+            r=rank,
+            lora_alpha=rank if alpha is None else alpha,
+            init_lora_weights="gaussian",
+            target_modules=modules,
+        )
+        names = [GENERATOR] + ([REGULARIZER] if self.vsd else [])
+        for name in names:
+            with warnings.catch_warnings():  # peft warns that a second adapter is a second one
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                self.transformer.add_adapter(self.lora_config, adapter_name=name)
+        self.vae_lora_config = None
+        if vae_lora:
+            encoder = [
+                f"encoder.{n}"
+                for n, m in self.vae.encoder.named_modules()
+                if isinstance(m, (nn.Conv2d, nn.Linear))
+            ]
+            self.vae_lora_config = LoraConfig(
+                r=vae_rank, lora_alpha=vae_alpha, init_lora_weights="gaussian",
+                target_modules=encoder,
+            )  # fmt: skip
+            self.vae.add_adapter(self.vae_lora_config, adapter_name=ENCODER)
+        # add_adapter leaves only the last adapter trainable: make every adapter train.
+        for n, p in self.named_parameters():
+            p.requires_grad_(".lora_" in n)
+
+    # -- adapter switching -------------------------------------------------------------------
+    def _lora_layers(self) -> Iterator[nn.Module]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return (m for m in self.transformer.modules() if isinstance(m, BaseTunerLayer))
+
+    @contextlib.contextmanager
+    def adapter(self, name: Adapter) -> Iterator[None]:
+        """Run the transformer with adapter ``name`` (None: the frozen base, the "real" score).
+
+        Only which adapter the forward uses changes: peft's ``set_adapter`` would also flip
+        ``requires_grad`` and freeze the generator in the middle of a step.
+        """
+        previous = self._adapter_state
+        self._set_adapter(name)
+        try:
+            yield
+        finally:
+            self._set_adapter(previous)
+
+    def _set_adapter(self, name: Adapter) -> None:
+        for layer in self._lora_layers():
+            layer._disable_adapters = name is None
+            if name is not None:
+                layer._active_adapter = [name]
+        self._adapter_state = name
+
+    def _checkpoint(self, block: nn.Module, *args):
+        """Gradient checkpointing that recomputes a block with the adapter it first ran with
+        (the backward pass comes after the step switched adapters)."""
+        state = self._adapter_state
+        return torch.utils.checkpoint.checkpoint(
+            block.__call__,
+            *args,
+            use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), self.adapter(state)),
+        )
+
+    # -- the pieces of one step --------------------------------------------------------------
+    def prompt_embeddings(
+        self, prompts: list[str] | None, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, D)`` token and ``(B, D')`` pooled embeddings; each distinct prompt is
+        encoded once and cached (None or missing -> the empty prompt)."""
+        prompts = [p or "" for p in prompts] if prompts is not None else [""] * batch
+        device = self.text_encoder.device
+        todo = sorted({p for p in prompts if p not in self._prompt_cache})
+        if todo:
+            with torch.no_grad():
+                embeds, _, pooled, _ = self._pipe.encode_prompt(
+                    prompt=todo, prompt_2=None, prompt_3=None, device=device,
+                    do_classifier_free_guidance=False,
+                    max_sequence_length=self.max_sequence_length,
+                )  # fmt: skip
+            for i, p in enumerate(todo):
+                self._prompt_cache[p] = (embeds[i].detach(), pooled[i].detach())
+        dtype = self.transformer.dtype
+        emb = torch.stack([self._prompt_cache[p][0].to(device, dtype) for p in prompts])
+        pooled = torch.stack([self._prompt_cache[p][1].to(device, dtype) for p in prompts])
+        return emb, pooled
+
+    def encode(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] -> ``(B, c, H/f, W/f)`` scaled latent
+        ``(E(x) - shift) * scaling``; ``noise`` (unit normal) draws a posterior sample."""
+        dist = self.vae.encode(image.float()).latent_dist
+        z = dist.mean if noise is None else dist.mean + dist.std * noise
+        cfg = self.vae.config
+        return (z - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse scaling of :meth:`encode`, then the VAE decoder: ``(B, 3, H, W)`` in ~[-1, 1]."""
+        cfg = self.vae.config
+        return self.vae.decode(z.float() / cfg.scaling_factor + (cfg.shift_factor or 0.0)).sample
+
+    def velocity(
+        self, z: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
+        """The transformer's flow velocity ``v = eps - z0`` at timesteps ``t`` ``(B,)``."""
+        dtype = self.transformer.dtype
+        v = self.transformer(
+            hidden_states=z.to(dtype),
+            timestep=t.to(dtype),
+            encoder_hidden_states=emb,
+            pooled_projections=pooled,
+            return_dict=False,
+        )[0]
+        return v.float()
+
+    def one_step(
+        self, lr: torch.Tensor, prompts: list[str] | None, noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """LR ``(B, 3, h, w)`` in [0, 1] -> (SR in ~[-1, 1] ``(B, 3, sh, sw)``, latent ``z0``)."""
+        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+        up = F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False)
+        z = self.encode(up.clamp(0, 1) * 2 - 1, noise)
+        emb, pooled = self.prompt_embeddings(prompts, lr.shape[0])
+        t = self.t_one.expand(lr.shape[0])
+        with self.adapter(GENERATOR):
+            v = self.velocity(z, t, emb, pooled)
+        z0 = z - self.sigma_one * v  # sigma = 1 at t = 1000: z0 = z - v
+        return self.decode(z0), z0
+
+    def _latent_noise(
+        self, shape: tuple[int, ...], generators: list[torch.Generator] | None, device
+    ) -> torch.Tensor | None:
+        if self.latent == "mean":
+            return None
+        if generators is None:
+            return torch.randn(shape, device=device)
+        return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
+
+    def _latent_shape(self, lr: torch.Tensor) -> tuple[int, ...]:
+        c = self.vae.config.latent_channels
+        h, w = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
+        return (lr.shape[0], c, h // self.vae_factor, w // self.vae_factor)
+
+    # -- the Backbone contract ---------------------------------------------------------------
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+        """One step; any LR size (reflect-padded to the model's multiple, cropped back).
+
+        Returns:
+            ``(B, 3, h * scale, w * scale)`` in [0, 1]; deterministic (latent sample seeded).
+        """
+        h, w = lr.shape[-2:]
+        m = self.size_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        x = F.pad(lr.float(), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else lr
+        gens = [torch.Generator().manual_seed(self.seed) for _ in range(x.shape[0])]
+        noise = self._latent_noise(self._latent_shape(x), gens, x.device)
+        sr, _ = self.one_step(x, prompts, noise)
+        sr = sr[..., : h * self.scale, : w * self.scale]
+        return ((sr + 1) / 2).clamp(0, 1)
+
+    def training_outputs(
+        self,
+        lr: torch.Tensor,
+        hr: torch.Tensor,
+        prompts: list[str] | None = None,
+        seeds: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The OSEDiff training forward.
+
+        Returns (images in [-1, 1], latents scaled):
+            ``sr`` and ``hr`` ``(B, 3, H, W)``; ``latent`` ``z0`` ``(B, c, H/f, W/f)`` (with grad).
+            With ``vsd``: ``x0_real``/``x0_fake`` (frozen and regularizer x0-predictions at a
+            noised ``z0``, no grad), ``reg_x0`` (regularizer x0-prediction at another noised
+            ``sg(z0)``, grad into the regularizer only) and ``reg_target`` ``= sg(z0)``.
+        """
+        if hr.shape[-2] % self.multiple or hr.shape[-1] % self.multiple:
+            raise ZoomSRError(
+                f"SD3 training crops must be multiples of {self.multiple} px, "
+                f"got {tuple(hr.shape[-2:])}"
+            )
+        gens = None
+        if seeds is not None:
+            gens = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+        noise = self._latent_noise(self._latent_shape(lr), gens, lr.device)
+        sr, z0 = self.one_step(lr, prompts, noise)
+        out = {"sr": sr, "hr": hr.float() * 2 - 1, "latent": z0}
+        if self.vsd:
+            emb, pooled = self.prompt_embeddings(prompts, lr.shape[0])
+            out |= self._vsd_outputs(z0, emb, pooled, gens)
+        return out
+
+    def _noised(
+        self, z0: torch.Tensor, generators: list[torch.Generator] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z_t = (1 - sigma) z0 + sigma eps`` at a uniformly drawn training step (CoZ)."""
+        b = z0.shape[0]
+        if generators is None:
+            idx = torch.randint(0, self.num_train_timesteps, (b,))
+            eps = torch.randn_like(z0)
+        else:
+            idx = torch.stack([torch.randint(0, self.num_train_timesteps, (1,), generator=g)[0]
+                               for g in generators])  # fmt: skip
+            eps = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in generators])
+        sigma = self.train_sigmas[idx.to(self.train_sigmas.device)].to(z0.device)
+        s = sigma.view(b, 1, 1, 1)
+        return (1 - s) * z0 + s * eps.to(z0), sigma * self.num_train_timesteps, s
+
+    def _vsd_outputs(self, z0, emb, pooled, generators) -> dict[str, torch.Tensor]:
+        z0 = z0.detach()
+        z_t, t, s = self._noised(z0, generators)
+        with torch.no_grad():
+            with self.adapter(None):  # the frozen base: the "real" score
+                x0_real = z_t - s * self.velocity(z_t, t, emb, pooled)
+            with self.adapter(REGULARIZER):  # the "fake" score, tracking the generator
+                x0_fake = z_t - s * self.velocity(z_t, t, emb, pooled)
+        z_t2, t2, s2 = self._noised(z0, generators)
+        with self.adapter(REGULARIZER):
+            reg_x0 = z_t2 - s2 * self.velocity(z_t2, t2, emb, pooled)
+        return {"x0_real": x0_real, "x0_fake": x0_fake, "reg_x0": reg_x0, "reg_target": z0}
+
+    # -- adapters in and out -----------------------------------------------------------------
+    def regularizer_parameters(self) -> list[nn.Parameter]:
+        """The regularizer adapter's weights (its own optimizer group)."""
+        tag = f".{REGULARIZER}."
+        return [p for n, p in self.named_parameters() if p.requires_grad and tag in n]
+
+    def export_lora(self, folder: str | Path) -> list[Path]:
+        """Write the generator adapter as ``pytorch_lora_weights.safetensors`` (the layout
+        ``StableDiffusion3Pipeline.load_lora_weights(folder)`` reads) and, when trained, the
+        VAE-encoder adapter as ``vae_encoder_lora.safetensors`` (peft keys, config in metadata)."""
+        import json
+
+        from diffusers import StableDiffusion3Pipeline
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self.transformer, adapter_name=GENERATOR)
+        StableDiffusion3Pipeline.save_lora_weights(
+            folder,
+            transformer_lora_layers={k: v.detach().float().cpu() for k, v in state.items()},
+            transformer_lora_adapter_metadata=self.lora_config.to_dict(),
+        )
+        paths = [folder / "pytorch_lora_weights.safetensors"]
+        if self.vae_lora_config is not None:
+            vae_state = get_peft_model_state_dict(self.vae, adapter_name=ENCODER)
+            meta = {"lora_config": json.dumps(self.vae_lora_config.to_dict(), default=list)}
+            paths.append(folder / "vae_encoder_lora.safetensors")
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in vae_state.items()},
+                      str(paths[-1]), metadata=meta)  # fmt: skip
+        return paths

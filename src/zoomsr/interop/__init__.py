@@ -1,0 +1,1 @@
+"""Converters between zoomsr checkpoints and other projects' released weights."""
