@@ -25,13 +25,18 @@ class ResultLog:
         self.path = Path(path)
         self.rows: list[dict] = []
         if self.path.exists():
-            with self.path.open() as f:
-                # A line cut short by a kill is dropped; its image is computed again.
-                for line in f:
-                    try:
-                        self.rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
+            text = self.path.read_text()
+            # A line cut short by a kill is dropped (its image is computed again) and removed
+            # from the file, so the next row does not get glued to it.
+            good = []
+            for line in text.splitlines():
+                try:
+                    self.rows.append(json.loads(line))
+                    good.append(line)
+                except json.JSONDecodeError:
+                    continue
+            if len(good) != len(text.splitlines()) or (text and not text.endswith("\n")):
+                self.path.write_text("".join(f"{line}\n" for line in good))
         self._done = {(r["scale"], r["image"]) for r in self.rows}
 
     def done(self, scale: int, image: str) -> bool:

@@ -74,14 +74,18 @@ class _Item:
 
 
 class Recorder:
-    """Scores images in batches of equal size and writes each image's row as soon as it is
-    scored. FID features go to ``features/x{scale}/{image}.npz`` before the row, so a resumed
-    run has every finished image's features; a thumbnail SR | HR goes to ``panels/``."""
+    """Scores images in batches of equal size (a queue per size and scale) and writes each
+    image's row as soon as it is scored. FID features go to ``features/x{scale}/{image}.npz``
+    before the row, so a resumed run has every finished image's features; a thumbnail SR | HR
+    goes to ``panels/``. Images of many different sizes (whole-image protocols) cannot share a
+    batch: beyond ``max_queues`` sizes every queue is scored at once, holding little memory."""
+
+    max_queues = 4
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
         self.results = ResultLog(ctx.out / "results.jsonl")
-        self.pending: list[_Item] = []
+        self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
         return self.results.done(scale, name)
@@ -100,17 +104,20 @@ class Recorder:
         """Queue one image: ``sr``/``hr`` ``(C, H, W)`` in [0, 1] (``hr`` None: no reference).
         FID uses ``fid_sr``/``fid_hr`` ``(N, C, h, w)`` when given (patches), else the images."""
         item = _Item(scale, name, sr, hr, shave, fid_sr, fid_hr, extra)
-        if self.pending and item.key != self.pending[0].key:
-            self.flush()
-        self.pending.append(item)
-        if len(self.pending) >= self.ctx.batch_size:
+        queue = self.pending.setdefault(item.key, [])
+        queue.append(item)
+        if len(queue) >= self.ctx.batch_size:
+            self._score(self.pending.pop(item.key))
+        elif len(self.pending) > self.max_queues:
             self.flush()
 
     def flush(self) -> None:
-        """Score the queued images (one batch) and write their rows."""
-        if not self.pending:
-            return
-        items, self.pending = self.pending, []
+        """Score every queued image and write their rows."""
+        while self.pending:
+            self._score(self.pending.pop(next(iter(self.pending))))
+
+    def _score(self, items: list[_Item]) -> None:
+        """Score one batch of equal-sized images and write their rows."""
         first = items[0]
         sr = torch.stack([i.sr for i in items])
         hr = None if first.hr is None else torch.stack([i.hr for i in items])
@@ -123,26 +130,14 @@ class Recorder:
             row |= {m: values[m][n] if m in values else None for m in self.ctx.suite.names}
             self.results.add(row)
 
-    def _features(self, groups: list[torch.Tensor | None]) -> list[dict]:
-        """Features of each group of images (None -> empty), batched over groups of one size."""
-        present = [g for g in groups if g is not None and len(g)]
-        out: list[dict] = [{} for _ in groups]
-        if not present:
-            return out
-        same = all(g.shape[1:] == present[0].shape[1:] for g in present)
-        chunks = [torch.cat(present)] if same else present
-        feats = {n: [] for n in self.ctx.suite.set_names}
-        for chunk in chunks:
-            for start in range(0, len(chunk), 32):
-                for n, f in self.ctx.suite.features(chunk[start : start + 32]).items():
-                    feats[n].append(f)
-        feats = {n: torch.cat(f) for n, f in feats.items()}
-        offset = 0
-        for i, g in enumerate(groups):
-            count = 0 if g is None else len(g)
-            out[i] = {n: f[offset : offset + count] for n, f in feats.items()}
-            offset += count
-        return out
+    def _features(self, group: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Set-metric features of one image's group (its patches, or the image), in chunks of
+        32. One image's group is always one batch, whatever else is queued: a resumed run then
+        extracts exactly the same features (a conv's float rounding depends on the batch)."""
+        if group is None or not len(group):
+            return {}
+        chunks = [self.ctx.suite.features(group[i : i + 32]) for i in range(0, len(group), 32)]
+        return {n: torch.cat([c[n] for c in chunks]) for n in self.ctx.suite.set_names}
 
     def _save_features(self, items: list[_Item]) -> None:
         as_set = [i.fid_sr if i.fid_sr is not None else i.sr[None] for i in items]
@@ -150,8 +145,8 @@ class Recorder:
             i.fid_hr if i.fid_hr is not None else (None if i.hr is None else i.hr[None])
             for i in items
         ]
-        sr_feats, hr_feats = self._features(as_set), self._features(refs)
-        for item, fs, fh in zip(items, sr_feats, hr_feats):
+        for item, group, ref in zip(items, as_set, refs):
+            fs, fh = self._features(group), self._features(ref)
             path = self.ctx.out / "features" / f"x{item.scale}" / f"{item.name}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             arrays = {f"sr_{n}": v.numpy() for n, v in fs.items()}
