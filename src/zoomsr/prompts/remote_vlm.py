@@ -9,7 +9,9 @@ multi-scale mode. Only the standard library is used (``urllib``).
 Failure is bounded: the server's port is probed once with ``connect_timeout`` (a host that is
 down fails in seconds, not after ``timeout``), and each request is tried at most
 ``retries + 1`` times (timeouts, connection errors, HTTP 408/429/5xx), with ``timeout`` seconds
-per try and 0.5 s, 1 s, 2 s... between tries. Other HTTP errors fail at once.
+per try and 0.5 s, 1 s, 2 s... between tries. Other HTTP errors fail at once. Once the
+endpoint has failed, the source fails at once on every later call (a folder of images or a
+training run stops at the first failure instead of waiting out the timeouts image by image).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class RemoteVLMPrompt(PromptSource):
         self.retries, self.instruction_role = max(0, retries), instruction_role
         self.instructions = {1: instruction, 2: multiscale_instruction}
         self._reachable = False
+        self._failure: str | None = None
 
     def settings(self) -> dict:
         return {
@@ -139,10 +142,15 @@ class RemoteVLMPrompt(PromptSource):
         }
 
     def describe(self, views: list[torch.Tensor], step: int) -> list[str]:
-        self._probe()
-        return [
-            self._complete(self.request_body([v[i] for v in views])) for i in range(len(views[0]))
-        ]
+        if self._failure is not None:
+            raise ZoomSRError(f"{self._failure} (failed before; not asked again)")
+        try:
+            self._probe()
+            bodies = [self.request_body([v[i] for v in views]) for i in range(len(views[0]))]
+            return [self._complete(body) for body in bodies]
+        except ZoomSRError as err:
+            self._failure = str(err)
+            raise
 
     def _probe(self) -> None:
         """Fail in ``connect_timeout`` seconds when nothing listens at the server's port."""
