@@ -189,3 +189,46 @@ def test_zoomsr_prompts_precomputes_a_folder(tmp_path, qwen, capsys):
     with pytest.raises(SystemExit) as err:  # no model behind null: nothing to precompute
         zoomsr_main(["prompts", str(src)])
     assert err.value.code == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("memory", ["plain", "swap"])
+def test_swap_keeps_one_model_on_the_gpu(tmp_path, qwen, memory):
+    """In swap mode the VLM is on the CPU while the backbone runs and the other way round
+    (CoZ's efficient memory); in plain mode both stay on the GPU."""
+    from zoomsr.backbones.sr3 import SR3
+    from zoomsr.zoom.chain import ZoomChain
+
+    source = VLMPrompt(model=str(qwen), max_new_tokens=4, cache=None)
+    sr = SR3(
+        inner_channel=8,
+        channel_mults=[1, 2],
+        attn_res=[],
+        res_blocks=1,
+        norm_groups=4,
+        n_timestep=100,
+        sampler="ddim",
+        sample_steps=2,
+    )
+    seen = []
+    upscale, describe = sr.upscale, source.describe
+
+    def where(module):
+        return next(module.parameters()).device.type
+
+    def spy_upscale(lr, prompts=None):
+        seen.append(("sr", where(sr), where(source.net) if source._net is not None else None))
+        return upscale(lr, prompts)
+
+    def spy_describe(views, step):
+        out = describe(views, step)  # loads the VLM on first use
+        seen.append(("vlm", where(source.net), where(sr)))
+        return out
+
+    sr.upscale, source.describe = spy_upscale, spy_describe
+    zoom = ZoomChain("recursive_multiscale", steps=2, process_size=32, memory=memory)
+    zoom.run(torch.rand(3, 32, 32), backbone=sr, prompt_fn=source, device="cuda")
+    other = "cpu" if memory == "swap" else "cuda"
+    assert [s for s in seen if s[0] == "vlm"] == [("vlm", "cuda", other)] * 2
+    assert [s for s in seen if s[0] == "sr"] == [("sr", "cuda", other)] * 2
