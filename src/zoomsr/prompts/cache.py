@@ -39,7 +39,7 @@ def view_key(settings: dict, views: Sequence[torch.Tensor]) -> str:
     """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for view in views:
-        pixels = to_uint8(view.detach()).cpu().contiguous()
+        pixels = to_uint8(view.detach().float()).cpu().contiguous()
         digest.update(f"|{tuple(pixels.shape)}|".encode())
         digest.update(pixels.numpy().tobytes())
     return digest.hexdigest()
