@@ -102,3 +102,9 @@ def test_only_uncached_images_reach_the_model(tmp_path):
     out = source([mixed])
     assert source.model_calls == 3 and out[0] == first[1]
     assert Counting(cache=None).uses_model and Counting(cache=None).cache is None
+
+
+def test_a_source_stays_in_eval_mode_inside_a_training_module():
+    outer = torch.nn.ModuleDict({"prompts": Counting(cache=None)})
+    outer.train()
+    assert outer.training and not outer["prompts"].training

@@ -149,6 +149,10 @@ class PromptSource(nn.Module):
         """Build the model (model-backed sources); called once, on the first cache miss."""
         raise NotImplementedError
 
+    def train(self, mode: bool = True) -> PromptSource:
+        """Stays in eval mode (no dropout) even inside a module Lightning puts in training."""
+        return super().train(False)
+
     @property
     def net(self) -> nn.Module:
         """The model, loaded on first use onto the source's device, frozen, in eval mode."""

@@ -158,7 +158,9 @@ def run(cfg: DictConfig) -> dict:
             skipped.append(str(path))
             continue
         # The per-image user prompt file is looked up by the input's stem.
-        names = prompt_source.image_names([path.stem]) if prompt_source else nullcontext()
+        names = (
+            prompt_source.image_names([path.stem]) if prompt_source is not None else nullcontext()
+        )
         try:
             with names:
                 if isinstance(zoom, FullImage):
