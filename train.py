@@ -4,12 +4,15 @@ import hydra
 from omegaconf import DictConfig
 
 from zoomsr.errors import exit_on_user_error
-from zoomsr.tasks import train
+from zoomsr.tasks import preflight
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    preflight.check(cfg)  # config and weight errors before Lightning is imported
+    from zoomsr.tasks import train
+
     train.run(cfg)
 
 

@@ -92,3 +92,38 @@ def test_cli_missing_required_value(tmp_path):
     proc = _cli(f"out_dir={tmp_path / 'o'}", "logger=csv")
     assert proc.returncode == 2
     assert "config value 'data.hr_dir' is required" in proc.stderr
+
+
+def _train_cli(*args):
+    """``train.py`` with ``-X importtime``: stderr also lists every module it imported."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def _imported(stderr: str) -> set[str]:
+    return {line.split("|")[-1].strip() for line in stderr.splitlines() if "import time:" in line}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["experiment=coz_lora", "data.hr_dir={tmp}", "backbone.pretrained={tmp}/sd3-medium"],
+         "SD3 weights not found: folder '{tmp}/sd3-medium' does not exist"),
+        (["experiment=coz_lora"], "config value 'data.hr_dir' is required"),
+    ],
+)  # fmt: skip
+def test_train_reports_config_and_weight_errors_before_loading_lightning(
+    tmp_path, overrides, message
+):
+    proc = _train_cli(*(o.format(tmp=tmp_path) for o in overrides), f"out_dir={tmp_path / 'o'}")
+    lines = [ln for ln in proc.stderr.splitlines() if "import time:" not in ln]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert any(ln.startswith("zoomsr error: ") for ln in lines), lines
+    assert message.format(tmp=tmp_path) in "\n".join(lines)
+    assert "Traceback" not in proc.stderr
+    assert "lightning" not in _imported(proc.stderr)  # the check ran before the heavy imports

@@ -171,6 +171,15 @@ class SD3LoRA(Backbone):
             self.transformer.enable_gradient_checkpointing(self._checkpoint)
         self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @classmethod
+    def check_weights(cls, config) -> None:
+        """The start-up check of ``train.py`` (:mod:`zoomsr.tasks.preflight`): the folder
+        ``config.pretrained`` names exists with every part, before the heavy imports."""
+        from zoomsr.backbones.sd3_tiny import TINY_ID
+
+        if str(config.pretrained) != TINY_ID:  # the tiny folder is built on first use
+            resolve_pretrained(str(config.pretrained), bool(config.get("use_t5", True)))
+
     # -- building ---------------------------------------------------------------------------
     def _load(self, folder: Path, use_t5: bool, dtype: torch.dtype) -> None:
         """The frozen SD3 parts, each from its subfolder (no pipeline download logic)."""
