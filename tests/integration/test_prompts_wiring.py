@@ -39,7 +39,7 @@ def vit(tmp_path_factory) -> Path:
 
 
 def test_one_yaml_per_source_keys_are_init_arguments():
-    assert PROMPT_YAMLS == ["manual", "null", "remote_vlm", "tags", "vlm"]
+    assert PROMPT_YAMLS == ["manual", "none", "remote_vlm", "tags", "vlm"]
     for name in PROMPT_YAMLS:
         node = yaml.safe_load((CONF_DIR / "prompt" / f"{name}.yaml").read_text())
         cls = get_class(node.pop("_target_"))
@@ -49,7 +49,7 @@ def test_one_yaml_per_source_keys_are_init_arguments():
 @pytest.mark.parametrize("name", PROMPT_YAMLS)
 def test_every_source_builds_from_its_yaml(compose_cfg, tmp_path, qwen, vit, name):
     extra = {
-        "null": [],
+        "none": [],
         "manual": ["prompt.user_text=a photo"],
         "tags": [f"prompt.model={vit}"],
         "vlm": [f"prompt.model={qwen}"],
@@ -59,7 +59,7 @@ def test_every_source_builds_from_its_yaml(compose_cfg, tmp_path, qwen, vit, nam
     cfg = compose_cfg("infer", [f"input={tmp_path}", f"prompt='{name}'", *extra, *cache])
     source = build_prompt_source(cfg.prompt)
     assert type(source).__name__ == cfg.prompt._target_.rsplit(".", 1)[-1]
-    if name in ("null", "manual", "tags", "vlm"):  # remote: nothing listens on port 9
+    if name in ("none", "manual", "tags", "vlm"):  # remote: nothing listens on port 9
         texts = source([torch.rand(2, 3, 32, 32)], step=1)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     train_cfg = compose_cfg("train", [f"prompt='{name}'", *extra, *cache])

@@ -1,6 +1,7 @@
 """Prompt sources: the text that conditions each SR step, from the views the step can see.
 
-``null`` (empty), ``manual`` (the user's text, fixed or per image), ``tags`` (an image tagger),
+``none`` (empty, CoZ's null prompt), ``manual`` (the user's text, fixed or per image), ``tags``
+(an image tagger),
 ``vlm`` (a local vision-language model, CoZ's instructions) and ``remote_vlm`` (an
 OpenAI-compatible endpoint); prompts of model-backed sources are cached on disk by view
 content (:mod:`zoomsr.prompts.cache`). Config group: ``conf/prompt/``.
