@@ -3,6 +3,7 @@ the CoZ-format import, and the missing-weights error."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -84,6 +85,27 @@ def test_train_evaluate_infer_with_a_lora_only_checkpoint(compose_cfg, small_ima
     folder = tmp_path / "infer" / "a"
     assert out["outputs"] == [str(folder)]
     assert Image.open(folder / "step2_output.png").size == (64, 64)
+
+    # The same chain in swap memory mode, CoZ's two-view steps prompted by a manual source.
+    swap = tmp_path / "infer_swap"
+    infer.run(
+        compose_cfg(
+            "infer",
+            [
+                f"ckpt={result['last_ckpt']}",
+                f"input={small_images / 'a.png'}",
+                "zoom.process_size=64",
+                "zoom.steps=2",
+                "zoom.memory=swap",
+                "prompt=manual",
+                "prompt.user_text=an astronaut",
+                f"out_dir={swap}",
+            ],
+        )
+    )
+    steps = json.loads((swap / "a" / "prompts.json").read_text())["steps"]
+    assert [s["prompts"] for s in steps] == [None, ["an astronaut"], ["an astronaut"]]
+    assert Image.open(swap / "a" / "step2_output.png").size == (64, 64)
 
 
 def _coz_files(backbone: SD3LoRA, folder):
