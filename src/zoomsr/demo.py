@@ -296,6 +296,21 @@ def print_summary(demo_dir: Path, summaries: dict, meta: dict, paths: dict[str, 
 
 
 @exit_on_user_error
+def idle_cores() -> int:
+    """Cores not busy with other work (CPU count minus the 1-minute load average), at least 1.
+
+    The quickstart's steps are thousands of small ops: two threads that wait on each other at
+    every op ran up to 10x slower when another process held one of two cores, while on an idle
+    machine they are the faster choice. So take what is idle at start.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m zoomsr.demo",
@@ -310,16 +325,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("ZOOMSR_THREADS", 1)),
-        help="torch intra-op threads (default: $ZOOMSR_THREADS, else 1; see below)",
+        default=int(os.environ.get("ZOOMSR_THREADS", 0)),
+        help="torch intra-op threads; 0 (default, or $ZOOMSR_THREADS): the idle cores",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    # One thread by default: on a small shared machine, two threads that wait on each other
-    # at every one of the thousands of small ops of a step ran up to 10x slower whenever
-    # another process held a core; one thread costs ~1.7x on an idle 2-core machine.
-    torch.set_num_threads(max(1, args.threads))
+    threads = args.threads or idle_cores()
+    log.info("torch threads: %d", threads)
+    torch.set_num_threads(threads)
     run(args.overrides, args.out)
 
 

@@ -208,3 +208,11 @@ def test_full_demo_meets_the_bar(tmp_path):
     assert sr3 >= untrained + 10.0, (sr3, untrained)
     assert saved["meta"]["wandb_run"] and (out / "samples.png").is_file()
     assert "W&B run:" in proc.stdout and str(out) in proc.stdout
+
+
+@pytest.mark.parametrize(("cores", "load", "want"), [(2, 0.1, 2), (2, 0.7, 1), (2, 3.5, 1),
+                                                     (8, 2.2, 6), (1, 0.0, 1)])  # fmt: skip
+def test_demo_threads_default_to_the_idle_cores(monkeypatch, cores, load, want):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert demo.idle_cores() == want
