@@ -57,3 +57,25 @@ def user_message(err: BaseException) -> str | None:
             return f"config value '{key}' is required: pass {key}=<value> on the command line."
         err, seen = err.__cause__ or err.__context__, seen + 1
     return None
+
+
+def reject_null_group_overrides(conf_dir: str | os.PathLike, argv: list[str] | None = None) -> None:
+    """Exit with one line for ``group=null`` on the command line, before Hydra sees it.
+
+    Hydra cannot take ``null`` as the choice of a config group from the command line (it stops
+    with a traceback, "Config group override must be a string or a list"); name the options.
+    """
+    groups = {p.name for p in os.scandir(conf_dir) if p.is_dir()}
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, sep, value = arg.partition("=")
+        if sep and value == "null" and key in groups:
+            options = sorted(
+                n[:-5] for n in os.listdir(os.path.join(conf_dir, key)) if n.endswith(".yaml")
+            )
+            hint = " (prompt=none is the empty prompt)" if key == "prompt" else ""
+            print(
+                f"zoomsr error: '{arg}': Hydra cannot set a config group to null from the "
+                f"command line; choose one of {options}{hint}.",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)

@@ -127,3 +127,15 @@ def test_train_reports_config_and_weight_errors_before_loading_lightning(
     assert message.format(tmp=tmp_path) in "\n".join(lines)
     assert "Traceback" not in proc.stderr
     assert "lightning" not in _imported(proc.stderr)  # the check ran before the heavy imports
+
+
+def test_a_group_set_to_null_names_the_options(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "prompt=null", f"input={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # the check finds conf/ next to the script, whatever the cwd
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'prompt=null'" in proc.stderr and "'none'" in proc.stderr and "'vlm'" in proc.stderr
