@@ -19,6 +19,10 @@ NEEDS_WEIGHTS = {
     ("backbone", "sd3_lora"): ["backbone.pretrained=tiny"],
     ("experiment", "coz_lora"): ["debug=tiny"],
     ("loss", "coz"): ["loss.lpips.random_backbone=true"],
+    # ITER's stage 2 needs stage 1's VQGAN (errors: tests/integration/test_iter.py).
+    ("backbone", "vq_refiner"): ["backbone.vqgan_ckpt=null", "backbone.seed=0"],
+    ("experiment", "iter_x4"): ["debug=tiny_iter"],
+    ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
 }
 
 
