@@ -9,7 +9,6 @@ read by pyiqa when it is imported, so it is imported only here, after the weight
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 
 import torch
@@ -35,7 +34,11 @@ def _vit_without_download() -> Iterator[None]:
     import timm
 
     original = timm.create_model
-    timm.create_model = functools.partial(original, pretrained=False)
+
+    def random_init(*args, **kwargs):
+        return original(*args, **{**kwargs, "pretrained": False})
+
+    timm.create_model = random_init
     try:
         yield
     finally:
