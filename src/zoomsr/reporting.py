@@ -152,13 +152,13 @@ def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for ax, m in zip(axes[0], metrics):
+        ax.set_xscale("log", base=2)  # before the ticks: setting the scale resets their labels
         for label, summary in runs.items():
             scales = sorted(int(k[1:]) for k in summary)
             values = [summary[f"x{s}"].get(m) for s in scales]
             values = [np.nan if v is None else v for v in values]
             ax.plot(scales, values, marker="o", label=label or None)
             ax.set_xticks(scales, [f"x{s}" for s in scales])
-        ax.set_xscale("log", base=2)
         ax.minorticks_off()
         ax.set_xlabel("scale")
         ax.set_title(m)
