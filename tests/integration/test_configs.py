@@ -56,6 +56,10 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         cfg = compose_cfg("train", [f"prompt='{name}'", f"out_dir={tmp_path}"])
         assert issubclass(get_class(cfg.prompt._target_), PromptSource)
         return
+    if group == "protocol":  # composed by evaluate.yaml
+        cfg = compose_cfg("evaluate", overrides)
+        assert hasattr(instantiate(cfg.protocol), "run")
+        return
     if group == "hydra" or group == "paths":
         cfg = compose_cfg("train", overrides)
         assert cfg.out_dir == str(tmp_path) and cfg.paths.log_dir
