@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -212,11 +211,8 @@ def log_to_wandb(
     """Log the evaluation (summary numbers, per-image table, sample grid) to an offline W&B run
     of its own in ``save_dir`` (training closed its run when it finished).
 
-    Returns the run's offline folder (``.../wandb/offline-run-*``), or None without W&B
-    (when training ran with ``logger=csv``).
+    Returns the run's offline folder (``.../wandb/offline-run-*``).
     """
-    if "wandb" not in sys.modules:
-        return None
     import wandb
 
     run = wandb.init(
@@ -270,7 +266,10 @@ def run(overrides: Sequence[str] = (), out: str | Path | None = None) -> dict:
         "scale": int(cfg.scale),
         "images": sorted({r["image"] for r in rows}),
         "checkpoint": result["last_ckpt"],
-        "wandb_run": log_to_wandb(summaries, rows, grid, demo_dir),
+        # W&B when training logged there too (not with logger=csv)
+        "wandb_run": log_to_wandb(summaries, rows, grid, demo_dir)
+        if "wandb" in (cfg.get("logger") or {})
+        else None,
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "overrides": list(overrides),
