@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not slow and not gpu and not network"
+	$(BIN)/pytest -q -m "not slow and not gpu and not network" --durations=15
 
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m "not gpu and not network"
