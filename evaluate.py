@@ -1,9 +1,11 @@
 """python evaluate.py --help  |  see conf/evaluate.yaml and README.md"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from zoomsr.errors import exit_on_user_error
+from zoomsr.errors import exit_on_user_error, reject_null_group_overrides
 from zoomsr.tasks import evaluate
 
 
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    reject_null_group_overrides(Path(__file__).parent / "conf")  # Hydra: a traceback
     main()

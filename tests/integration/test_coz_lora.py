@@ -70,6 +70,22 @@ def test_train_evaluate_infer_with_a_lora_only_checkpoint(compose_cfg, small_ima
         )
     )
     assert metrics["x4"]["n_images"] == 2 and np.isfinite(metrics["x4"]["psnr_y"])
+    prompted = evaluate.run(  # the prompt reaches the transformer: other outputs
+        compose_cfg(
+            "evaluate",
+            [
+                f"ckpt={result['last_ckpt']}",
+                f"data.hr_dir={small_images}",
+                "scales=[4]",
+                "prompt=manual",
+                "prompt.user_text='a photo of an astronaut, high detail'",
+                "logger=csv",
+                f"out_dir={tmp_path / 'eval_prompted'}",
+            ],
+        )
+    )
+    assert prompted["x4"]["n_images"] == 2
+    assert prompted["x4"]["psnr_y"] != metrics["x4"]["psnr_y"]
     out = infer.run(
         compose_cfg(
             "infer",

@@ -77,7 +77,7 @@ def test_evaluate_resumes_and_skips_done_images(compose_cfg, bench, tmp_path, mo
 
     calls = []
     real_upscale = protocols._upscale
-    monkeypatch.setattr(protocols, "_upscale", lambda b, lr: calls.append(1) or real_upscale(b, lr))
+    monkeypatch.setattr(protocols, "_upscale", lambda *args: calls.append(1) or real_upscale(*args))
     second = evaluate.run(compose_cfg("evaluate", overrides))
     assert len(calls) == 4
     assert second == first

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite
+from zoomsr.prompts import build_prompt_source
 from zoomsr.reporting import summarize, with_images, write_reports
 from zoomsr.tasks.common import (
     build_loggers,
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> dict:
         device,
         batch_size=int(cfg.get("batch_size", 8)),
         save_images=bool(cfg.get("save_images", False)),
+        prompt_fn=build_prompt_source(cfg.get("prompt")),
     )
     rows = protocol.run(ctx)
     summary = summarize(rows, suite.names)

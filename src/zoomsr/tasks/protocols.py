@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from zoomsr.data.io import load_image, quantize, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog
+
+if TYPE_CHECKING:
+    from zoomsr.zoom.chain import PromptFn
 
 
 @dataclass
@@ -47,13 +50,20 @@ class EvalContext:
     device: torch.device | str = "cpu"
     batch_size: int = 8
     save_images: bool = False
+    #: the prompt source of text-conditioned backbones (``prompt=``); None: no prompts
+    prompt_fn: PromptFn | None = None
 
 
-def _upscale(backbone: Backbone, lr: torch.Tensor) -> torch.Tensor:
-    """Run one step; a gray image goes through a learned RGB model as RGB and comes back gray."""
-    if lr.shape[1] == 1 and backbone.is_learned:
-        return backbone.upscale(lr.expand(-1, 3, -1, -1)).mean(1, keepdim=True)
-    return backbone.upscale(lr)
+def _upscale(
+    backbone: Backbone, lr: torch.Tensor, prompt_fn: PromptFn | None = None
+) -> torch.Tensor:
+    """Run one step; a gray image goes through a learned RGB model as RGB and comes back gray.
+    With a prompt source, the step's prompts are its description of the LR."""
+    gray = lr.shape[1] == 1 and backbone.is_learned
+    x = lr.expand(-1, 3, -1, -1) if gray else lr
+    prompts = list(prompt_fn([x], step=1)) if prompt_fn is not None else None
+    sr = backbone.upscale(x, prompts) if prompts is not None else backbone.upscale(x)
+    return sr.mean(1, keepdim=True) if gray else sr
 
 
 @dataclass
@@ -215,7 +225,9 @@ class Benchmark:
                 item = dataset[i]
                 with torch.no_grad():
                     # Outputs rounded to 8 bits, as when saved to PNG for the published tables.
-                    sr = quantize(_upscale(backbone, item["lr"][None].to(ctx.device)))[0]
+                    sr = quantize(
+                        _upscale(backbone, item["lr"][None].to(ctx.device), ctx.prompt_fn)
+                    )[0]
                 hr = item["hr"].to(ctx.device)
                 rec.add(
                     scale, item["name"], sr, hr, self.shave if self.shave is not None else scale
@@ -270,7 +282,7 @@ class ZoomFull:
                 gray = lr.shape[0] == 1 and backbone.is_learned
                 with torch.no_grad():
                     out = engine.run(
-                        lr.expand(3, -1, -1) if gray else lr, backbone, None, ctx.device
+                        lr.expand(3, -1, -1) if gray else lr, backbone, ctx.prompt_fn, ctx.device
                     )
                 sr = out.steps[-1].output if steps else lr.cpu()
                 sr = quantize(sr.mean(0, keepdim=True) if gray else sr).to(ctx.device)
@@ -307,7 +319,9 @@ class Paired:
             for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
                 item = dataset[i]
                 with torch.no_grad():
-                    sr = quantize(_upscale(backbone, item["lr"][None].to(ctx.device)))[0]
+                    sr = quantize(
+                        _upscale(backbone, item["lr"][None].to(ctx.device), ctx.prompt_fn)
+                    )[0]
                 rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), self.shave)
             rec.flush()
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
@@ -415,7 +429,7 @@ class ZoomCenter:
             hr = load_image(f).to(ctx.device)
             square = self._square(hr, f.name)
             start = self._to_p(square)
-            for step in chain.iter_steps(start, backbone, None, ctx.device):
+            for step in chain.iter_steps(start, backbone, ctx.prompt_fn, ctx.device):
                 mag = self.upscale**step.index
                 if mag not in ctx.scales or rec.done(mag, f.stem):
                     continue
