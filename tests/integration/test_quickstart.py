@@ -214,5 +214,22 @@ def test_full_demo_meets_the_bar(tmp_path):
                                                      (8, 2.2, 6), (1, 0.0, 1)])  # fmt: skip
 def test_demo_threads_default_to_the_idle_cores(monkeypatch, cores, load, want):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(demo, "busy_cores", lambda: load)
     assert demo.idle_cores() == want
+    monkeypatch.setattr(demo, "busy_cores", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert demo.idle_cores() == want
+
+
+def test_busy_cores_sees_a_spinning_process():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    idle = demo.busy_cores(0.5)
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = demo.busy_cores(1.0)
+    finally:
+        spin.kill()
+    cores = os.cpu_count()
+    assert 0.0 <= idle <= cores and 0.0 <= busy <= cores
+    assert busy >= 0.6  # one process spinning keeps about one core busy
