@@ -66,6 +66,25 @@ def _upscale(
     return sr.mean(1, keepdim=True) if gray else sr
 
 
+def _one_step_each(
+    ctx: EvalContext, rec: Recorder, scale: int, dataset, files: list, shave: int
+) -> None:
+    """One backbone step on each image of ``dataset`` not yet recorded at ``scale`` (``files``
+    names them, in order), output rounded to 8 bits as when saved to PNG for the published
+    tables, scored against its HR with ``shave`` border pixels left out."""
+    todo = [i for i, f in enumerate(files) if not rec.done(scale, f.stem)]
+    if not todo:
+        return
+    backbone = ctx.make_backbone(scale).to(ctx.device)
+    for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
+        item = dataset[i]
+        with torch.no_grad():
+            lr = item["lr"][None].to(ctx.device)
+            sr = quantize(_upscale(backbone, lr, ctx.prompt_fn))[0]
+        rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
+    rec.flush()
+
+
 @dataclass
 class _Item:
     scale: int
@@ -217,22 +236,8 @@ class Benchmark:
         rec = Recorder(ctx)
         for scale in ctx.scales:
             dataset = ctx.data.benchmark_dataset(scale)
-            todo = [i for i, f in enumerate(dataset.files) if not rec.done(scale, f.stem)]
-            if not todo:
-                continue
-            backbone = ctx.make_backbone(scale).to(ctx.device)
-            for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
-                item = dataset[i]
-                with torch.no_grad():
-                    # Outputs rounded to 8 bits, as when saved to PNG for the published tables.
-                    sr = quantize(
-                        _upscale(backbone, item["lr"][None].to(ctx.device), ctx.prompt_fn)
-                    )[0]
-                hr = item["hr"].to(ctx.device)
-                rec.add(
-                    scale, item["name"], sr, hr, self.shave if self.shave is not None else scale
-                )
-            rec.flush()
+            shave = self.shave if self.shave is not None else scale
+            _one_step_each(ctx, rec, scale, dataset, dataset.files, shave)
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
@@ -312,18 +317,7 @@ class Paired:
         rec = Recorder(ctx)
         for scale in ctx.scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
-            todo = [i for i, f in enumerate(dataset.hr_files) if not rec.done(scale, f.stem)]
-            if not todo:
-                continue
-            backbone = ctx.make_backbone(scale).to(ctx.device)
-            for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
-                item = dataset[i]
-                with torch.no_grad():
-                    sr = quantize(
-                        _upscale(backbone, item["lr"][None].to(ctx.device), ctx.prompt_fn)
-                    )[0]
-                rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), self.shave)
-            rec.flush()
+            _one_step_each(ctx, rec, scale, dataset, dataset.hr_files, self.shave)
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
