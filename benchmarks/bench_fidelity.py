@@ -37,16 +37,9 @@ import torch
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image
 from zoomsr.metrics import psnr, ssim
+from zoomsr.metrics.fidelity import PUBLISHED_BICUBIC
 
 HERE = Path(__file__).resolve().parent
-PUBLISHED = {
-    ("Set5", 2): (33.66, 0.9299),
-    ("Set5", 3): (30.39, 0.8682),
-    ("Set5", 4): (28.42, 0.8104),
-    ("Set14", 2): (30.24, 0.8688),
-    ("Set14", 3): (27.55, 0.7742),
-    ("Set14", 4): (26.00, 0.7027),
-}
 PSNR_TOL, SSIM_TOL = 1e-4, 1e-6
 
 
@@ -166,7 +159,7 @@ def markdown(rows: list[Row]) -> str:
         for k in tot:
             tot[k] += r.times[k]
         tp, ts = r.mean("torch_psnr"), r.mean("torch_ssim")
-        pub_p, pub_s = PUBLISHED[r.name, r.scale]
+        pub_p, pub_s = PUBLISHED_BICUBIC[r.name, r.scale]
         lines.append(
             f"| {r.name} | {r.scale}"
             f" | {r.times['torch_resize']:.3f} / {r.times['numpy_resize']:.3f}"

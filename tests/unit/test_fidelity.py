@@ -12,27 +12,13 @@ import torch
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image
 from zoomsr.metrics import psnr, rgb_to_y, ssim
+from zoomsr.metrics.fidelity import PUBLISHED_BICUBIC
 
-# Y-PSNR (dB) / SSIM of bicubic upscaling, as printed by SR papers (../shared/datasets/README.md)
-PUBLISHED = {
-    ("Set5", 2): (33.66, 0.9299),
-    ("Set5", 3): (30.39, 0.8682),
-    ("Set5", 4): (28.42, 0.8104),
-    ("Set14", 2): (30.24, 0.8688),
-    ("Set14", 3): (27.55, 0.7742),
-    ("Set14", 4): (26.00, 0.7027),
-}
 PSNR_AT_MSE_1 = 10 * math.log10(255**2)  # 48.1308 dB
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These tests run many small tensor ops; on a shared 2-core machine, two OpenMP threads per
-    # op made them 7x slower (89 s vs 12 s) than one. Restored for the tests that follow.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small tensor ops: one torch thread (see tests/conftest.py::single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_rgb_to_y_known_values():
@@ -150,9 +136,9 @@ def _bicubic_scores(folder: Path, scale: int, official_lr: bool) -> tuple[float,
 
 
 @pytest.mark.parametrize("official_lr", [False, True], ids=["from_hr", "official_lr"])
-@pytest.mark.parametrize(("name", "scale"), list(PUBLISHED))
+@pytest.mark.parametrize(("name", "scale"), list(PUBLISHED_BICUBIC))
 def test_reproduces_published_bicubic_table(bench, name, scale, official_lr):
     got_psnr, got_ssim = _bicubic_scores(bench / name, scale, official_lr)
-    want_psnr, want_ssim = PUBLISHED[name, scale]
+    want_psnr, want_ssim = PUBLISHED_BICUBIC[name, scale]
     assert abs(got_psnr - want_psnr) <= 0.02, (got_psnr, want_psnr)
     assert abs(got_ssim - want_ssim) <= 0.002, (got_ssim, want_ssim)

@@ -26,6 +26,17 @@ _Y_WEIGHTS = (65.481, 128.553, 24.966)
 _SSIM_SIZE = 11
 _SSIM_SIGMA = 1.5
 
+#: The "Bicubic" rows SR papers print, Y-PSNR (dB) / SSIM by (dataset, scale), e.g. EDSR's and
+#: RCAN's tables (../shared/datasets/README.md); what these conventions reproduce.
+PUBLISHED_BICUBIC: dict[tuple[str, int], tuple[float, float]] = {
+    ("Set5", 2): (33.66, 0.9299),
+    ("Set5", 3): (30.39, 0.8682),
+    ("Set5", 4): (28.42, 0.8104),
+    ("Set14", 2): (30.24, 0.8688),
+    ("Set14", 3): (27.55, 0.7742),
+    ("Set14", 4): (26.00, 0.7027),
+}
+
 
 def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of an RGB image.
