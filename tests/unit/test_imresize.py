@@ -16,14 +16,8 @@ imresize_module = importlib.import_module("zoomsr.data.imresize")
 SCALES = (2, 3, 4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These tests run many small tensor ops; on a shared 2-core machine, two OpenMP threads per
-    # op made them 7x slower (89 s vs 12 s) than one. Restored for the tests that follow.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small tensor ops: one torch thread (see tests/conftest.py::single_thread).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _modcrop(img: torch.Tensor, s: int) -> torch.Tensor:
