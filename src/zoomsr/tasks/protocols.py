@@ -62,7 +62,7 @@ def _upscale(
     gray = lr.shape[1] == 1 and backbone.is_learned
     x = lr.expand(-1, 3, -1, -1) if gray else lr
     prompts = list(prompt_fn([x], step=1)) if prompt_fn is not None else None
-    sr = backbone.upscale(x, prompts) if prompts is not None else backbone.upscale(x)
+    sr = backbone.upscale(x, prompts)
     return sr.mean(1, keepdim=True) if gray else sr
 
 
