@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -28,16 +29,36 @@ class ResultLog:
             text = self.path.read_text()
             # A line cut short by a kill is dropped (its image is computed again) and removed
             # from the file, so the next row does not get glued to it.
-            good = []
+            # A duplicate of an earlier row (two runs appending at once) is dropped too.
+            good, seen = [], set()
             for line in text.splitlines():
                 try:
-                    self.rows.append(json.loads(line))
-                    good.append(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                key = _row_key(row)
+                if key is None or key in seen:
+                    continue
+                seen.add(key)
+                self.rows.append(row)
+                good.append(line)
             if len(good) != len(text.splitlines()) or (text and not text.endswith("\n")):
-                self.path.write_text("".join(f"{line}\n" for line in good))
+                self._rewrite(good)
         self._done = {(r["scale"], r["image"]) for r in self.rows}
+
+    def _rewrite(self, lines: list[str]) -> None:
+        from zoomsr.runfolder import write_text
+
+        write_text(self.path, "".join(f"{line}\n" for line in lines))
+
+    def keep(self, predicate) -> None:
+        """Drop the rows for which ``predicate(row)`` is false (their images are computed
+        again), from memory and from the file."""
+        kept = [r for r in self.rows if predicate(r)]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._done = {(r["scale"], r["image"]) for r in kept}
+            self._rewrite([json.dumps(r) for r in kept])
 
     def done(self, scale: int, image: str) -> bool:
         return (scale, image) in self._done
@@ -49,6 +70,16 @@ class ResultLog:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
+
+
+def _row_key(row) -> tuple | None:
+    """``(scale, image)`` of a well-formed row, None for anything else."""
+    if not isinstance(row, dict):
+        return None
+    scale, image = row.get("scale"), row.get("image")
+    if isinstance(scale, bool) or not isinstance(scale, int) or not isinstance(image, str):
+        return None
+    return scale, image
 
 
 def _mean(values: list) -> float:
@@ -105,14 +136,17 @@ def write_reports(out_dir: Path, rows: list[dict], summary: dict, metrics: list[
         "markdown": out_dir / "metrics.md",
         "plot": out_dir / "metrics.png",
     }
-    paths["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    from zoomsr.runfolder import write_text
+
+    write_text(paths["json"], json.dumps(_json_safe(summary), indent=2) + "\n")
     image_metrics = [m for m in metrics if any(m in r for r in rows)]
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["scale", "image", *image_metrics])
-        writer.writeheader()
-        for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
-            writer.writerow({k: r.get(k) for k in ["scale", "image", *image_metrics]})
-    paths["markdown"].write_text(markdown_table(summary, metrics))
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=["scale", "image", *image_metrics])
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
+        writer.writerow({k: r.get(k) for k in ["scale", "image", *image_metrics]})
+    write_text(paths["csv"], buffer.getvalue())
+    write_text(paths["markdown"], markdown_table(summary, metrics))
     plot_metrics(summary, metrics, paths["plot"])
     return paths
 
@@ -166,7 +200,10 @@ def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
         if any(runs):
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from zoomsr.runfolder import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
