@@ -232,10 +232,51 @@ def run_label(run_dir: Path) -> str:
         import yaml
 
         keys = ("ckpt=", "backbone=", "protocol=", "zoom")
-        picked = [o for o in yaml.safe_load(overrides.read_text()) or [] if o.startswith(keys)]
+        try:
+            listed = yaml.safe_load(overrides.read_text())  # plain YAML: tags are refused
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            listed = None
+        listed = listed if isinstance(listed, list) else []
+        picked = [o for o in listed if isinstance(o, str) and o.startswith(keys)]
         if picked:
             return " ".join(picked)
     return run_dir.name
+
+
+def read_summary(path: Path) -> dict:
+    """A metrics.json as plain numbers: ``{"x4": {"psnr_y": float | None, "n_images": int,
+    "images": {...}}}``; anything else (a mapping where a number belongs, a ``_target_``) is
+    refused with one line naming the file.
+
+    Raises:
+        ZoomSRError: unreadable, or not the layout evaluate.py writes.
+    """
+    from zoomsr.errors import ZoomSRError
+
+    def bad(why: str) -> ZoomSRError:
+        return ZoomSRError(f"'{path}' is not a zoomsr metrics.json ({why}); pass folders "
+                           "that evaluate.py wrote.")  # fmt: skip
+
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise bad(f"unreadable: {err}") from None
+    if not isinstance(summary, dict) or not summary:
+        raise bad("not a mapping of scales")
+    number = (int, float, type(None))
+    for scale, entry in summary.items():
+        if not (isinstance(scale, str) and scale[:1] == "x" and scale[1:].isdigit()):
+            raise bad(f"key '{scale}' is not a scale such as 'x4'")
+        if not isinstance(entry, dict):
+            raise bad(f"'{scale}' is not a mapping of metrics")
+        for name, value in entry.items():
+            if name == "images":
+                continue
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise bad(f"'{scale}.{name}' is a {type(value).__name__}, not a number")
+        if not isinstance(entry.get("n_images", 0), int):
+            raise bad(f"'{scale}.n_images' is not a count")
+    return summary
 
 
 def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dict[str, Path]:
@@ -243,7 +284,7 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     per run in each metric's panel) and compare.json, written to ``out``."""
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
-    runs = {lab: json.loads((d / "metrics.json").read_text()) for lab, d in zip(labels, dirs)}
+    runs = {lab: read_summary(d / "metrics.json") for lab, d in zip(labels, dirs)}
     skip = {"n_images", "images"}
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
@@ -252,11 +293,13 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     for lab, summary in runs.items():
         table += "".join(markdown_table(summary, metrics, label=lab).splitlines(True)[2:])
     paths = {"markdown": out / "compare.md", "plot": out / "compare.png"}
-    paths["markdown"].write_text(table)
+    from zoomsr.runfolder import write_text
+
+    write_text(paths["markdown"], table)
     plot_runs(runs, metrics, paths["plot"])
     merged = {lab: {k: {m: v for m, v in e.items() if m != "images"} for k, e in s.items()}
               for lab, s in runs.items()}  # fmt: skip
-    (out / "compare.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_text(out / "compare.json", json.dumps(merged, indent=2) + "\n")
     return paths
 
 
