@@ -1,0 +1,124 @@
+"""Beyond one machine: the submitit launchers, SLURM requeue, ckpt_path=auto, Optuna searches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT
+from zoomsr.checkpoint import read_checkpoint
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def run_train(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_submitit_local_sweep_gives_one_complete_run_per_point(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_train(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "experiment=quickstart",
+        "debug=fast",
+        "optim.lr=1e-4,2e-4",
+        f"out_dir={sweep}",
+    )
+    for job, lr in [("0", 1e-4), ("1", 2e-4)]:
+        run = sweep / job
+        ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+        assert ckpt["global_step"] == 1  # debug=fast: one training step
+        assert ckpt["optimizer_states"][0]["param_groups"][0]["initial_lr"] == lr
+        assert OmegaConf.load(run / "config.yaml").optim.lr == lr
+    # each point ran as its own submitit job (its own process, log and result)
+    assert len(list((sweep / ".submitit").glob("*/*_0_result.pkl"))) == 2
+
+
+def test_slurm_launcher_writes_a_multi_gpu_requeueable_job(compose_cfg, tmp_path, monkeypatch):
+    """The sbatch script submitit would submit, rendered by submitit itself from the launcher
+    config (nothing is submitted; `srun` exists only to pass submitit's cluster check)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    from tests.conftest import CONF_DIR
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["hydra/launcher=submitit_slurm", f"out_dir={tmp_path}", "hydra.launcher.nodes=2"],
+            return_hydra_config=True,
+        )
+    params = dict(instantiate(cfg.hydra.launcher).params)
+    assert params["tasks_per_node"] == params["gpus_per_node"] == 8
+    # the launcher's own mapping of its keys onto submitit's executor
+    executor = submitit.AutoExecutor(
+        cluster="slurm",
+        folder=params.pop("submitit_folder"),
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    sbatch = executor._executor._make_submission_file_text("python -m submitit", "uid")
+    flags = {line for line in sbatch.splitlines() if line.startswith("#SBATCH")}
+    assert {
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --time=2880",
+        "#SBATCH --signal=USR1@120",  # Lightning's requeue signal, not submitit's USR2
+    } <= flags, sbatch
+    assert sum("--signal" in f for f in flags) == 1
+
+
+def test_lightning_takes_ranks_and_requeue_from_slurm(compose_cfg, tmp_path, monkeypatch):
+    """Inside one srun task of a 2-node x 2-task job, trainer=ddp reads the node count from
+    SLURM and Lightning selects SLURMEnvironment with auto-requeue on SIGUSR1."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    slurm = {
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NNODES": "2",
+        "SLURM_NTASKS": "4",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_NODELIST": "gpu[01-02]",
+    }
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose_cfg(
+        "train",
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"out_dir={tmp_path}"],
+    )
+    assert cfg.trainer.num_nodes == 2
+    trainer = instantiate(cfg.trainer, logger=False, precision="32-true")
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment)
+    assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+    assert (trainer.num_nodes, trainer.global_rank, trainer.local_rank) == (2, 3, 1)
+    assert torch.distributed.is_available()
