@@ -13,7 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
+from tests.integration.test_train import SGD, photos, tiny  # noqa: F401 (photos: a fixture)
 from zoomsr.checkpoint import read_checkpoint
+from zoomsr.tasks import train
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
@@ -122,3 +124,62 @@ def test_lightning_takes_ranks_and_requeue_from_slurm(compose_cfg, tmp_path, mon
     assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1
     assert (trainer.num_nodes, trainer.global_rank, trainer.local_rank) == (2, 3, 1)
     assert torch.distributed.is_available()
+
+
+def _losses(csv_file) -> dict[int, float]:
+    import csv
+
+    with open(csv_file) as f:
+        return {
+            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]
+        }
+
+
+def test_ckpt_path_auto_starts_fresh_then_continues_in_the_same_folder(
+    compose_cfg, request, tmp_path, capsys
+):
+    hr = request.getfixturevalue("photos")
+    run = tmp_path / "run"
+    first = train.run(
+        compose_cfg("train", tiny(hr, run, *SGD, "trainer.max_steps=2", "ckpt_path=auto"))
+    )
+    assert (
+        f"[zoomsr] ckpt_path=auto: no checkpoint in {run}, starting fresh"
+        in capsys.readouterr().out
+    )
+    assert read_checkpoint(first["last_ckpt"])["global_step"] == 2
+    # the same command again with a longer schedule: it picks up at step 2, not at 0
+    second = train.run(
+        compose_cfg("train", tiny(hr, run, *SGD, "trainer.max_steps=4", "ckpt_path=auto"))
+    )
+    out = capsys.readouterr().out
+    assert f"[zoomsr] ckpt_path=auto: resuming from {run}/checkpoints/last.ckpt (step 2)" in out
+    assert read_checkpoint(second["last_ckpt"])["global_step"] == 4
+    resumed = _losses(run / "csv" / "version_1" / "metrics.csv")
+    assert sorted(resumed) == [2, 3]
+    # ...and continues the uninterrupted run's loss curve exactly
+    whole = train.run(
+        compose_cfg("train", tiny(hr, tmp_path / "whole", *SGD, "trainer.max_steps=4"))
+    )
+    full = _losses(tmp_path / "whole" / "csv" / "version_0" / "metrics.csv")
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], abs=1e-6), step
+    torch.testing.assert_close(
+        read_checkpoint(whole["last_ckpt"])["state_dict"],
+        read_checkpoint(second["last_ckpt"])["state_dict"],
+        atol=1e-6,
+        rtol=1e-5,
+    )
+
+
+def test_ckpt_path_auto_takes_the_newest_of_last_and_preemption_checkpoints(tmp_path, capsys):
+    from zoomsr.tasks.resume import resolve_ckpt_path
+
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"global_step": 10}, tmp_path / "checkpoints" / "last.ckpt")
+    torch.save({"global_step": 13}, tmp_path / "hpc_ckpt_1.ckpt")  # Lightning, on SIGUSR1
+    os.utime(tmp_path / "checkpoints" / "last.ckpt", ns=(1, 1))
+    assert resolve_ckpt_path("auto", tmp_path) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    assert "(step 13)" in capsys.readouterr().out
+    assert resolve_ckpt_path("some/file.ckpt", tmp_path) == "some/file.ckpt"
+    assert resolve_ckpt_path(None, tmp_path) is None

@@ -13,6 +13,7 @@ from zoomsr.checkpoint import read_checkpoint
 from zoomsr.modules.sr_module import SRModule
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
+from zoomsr.tasks.resume import resolve_ckpt_path
 
 log = logging.getLogger("zoomsr")
 
@@ -51,7 +52,8 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set.
+    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set
+    (``auto``: from the run folder's last checkpoint if it has one).
 
     Returns:
         The last logged metrics (``train/loss``, ``val/psnr_y``, …) as floats, plus
@@ -76,7 +78,7 @@ def run(cfg: DictConfig) -> dict:
         module.backbone = module.backbone.compile()
     if trainer.is_global_zero:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
     if ckpt_path is not None:
         read_checkpoint(ckpt_path)  # a clear error for a missing or unsafe file, before Lightning
     # weights_only: resuming never unpickles arbitrary objects.
