@@ -183,3 +183,74 @@ def test_ckpt_path_auto_takes_the_newest_of_last_and_preemption_checkpoints(tmp_
     assert "(step 13)" in capsys.readouterr().out
     assert resolve_ckpt_path("some/file.ckpt", tmp_path) == "some/file.ckpt"
     assert resolve_ckpt_path(None, tmp_path) is None
+
+
+def test_optuna_search_records_every_trial_and_the_best_run_folder(tmp_path):
+    from zoomsr.tasks.search import read_trials
+
+    sweep = tmp_path / "search"
+    run_train(
+        "hparams_search=quickstart_optuna",
+        "experiment=quickstart",
+        "debug=fast",
+        "logger=csv",
+        "hydra.sweeper.n_trials=2",
+        f"out_dir={sweep}",
+    )
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    trials = read_trials(sweep)
+    assert [t["run_dir"] for t in trials] == [str(sweep / "0"), str(sweep / "1")]
+    assert all(t["status"] == "COMPLETED" for t in trials)
+    # val/psnr_y is maximized: the best value is the larger of the two trials' PSNR
+    assert results.best_value == max(t["value"] for t in trials)
+    best = next(t for t in trials if t["value"] == results.best_value)
+    assert results.best_run_dir == best["run_dir"]
+    run_cfg = OmegaConf.load(f"{results.best_run_dir}/config.yaml")
+    assert run_cfg.optim.lr == results.best_params["optim.lr"]
+    assert 3e-4 <= run_cfg.optim.lr <= 6e-3 and run_cfg.ckpt_path == "auto"
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").exists()
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction"),
+    [
+        ("val/psnr_y", "maximize"),
+        ("val/ssim_y", "maximize"),
+        ("eval/x16/clipiqa", "maximize"),
+        ("val/lpips", "minimize"),
+        ("x4/fid", "minimize"),
+        ("niqe", "minimize"),
+        ("train/loss", "minimize"),
+        ("train/loss_vsd", "minimize"),
+    ],
+)
+def test_search_direction_follows_the_metric(compose_cfg, tmp_path, metric, direction):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+    from zoomsr.tasks import search  # noqa: F401 (registers the resolver, as train.py does)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            [
+                "hparams_search=quickstart_optuna",
+                f"optimized_metric={metric}",
+                f"out_dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweeper.direction == direction
+
+
+def test_search_names_an_unknown_metric_and_direction(tmp_path):
+    from zoomsr.errors import ZoomSRError
+    from zoomsr.tasks.search import metric_direction, optimized_value
+
+    with pytest.raises(ZoomSRError, match=r"set hydra.sweeper.direction=maximize"):
+        metric_direction("val/sharpness")
+    with pytest.raises(ZoomSRError, match=r"optimized_metric=val/psnr_y is not among .*train/loss"):
+        optimized_value({"train/loss": 0.5, "out_dir": "x"}, "val/psnr_y")
+    assert optimized_value({"val/psnr_y": 21}, "val/psnr_y") == 21.0
+    assert optimized_value({"val/psnr_y": 21}, None) is None
