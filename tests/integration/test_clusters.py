@@ -254,3 +254,70 @@ def test_search_names_an_unknown_metric_and_direction(tmp_path):
         optimized_value({"train/loss": 0.5, "out_dir": "x"}, "val/psnr_y")
     assert optimized_value({"val/psnr_y": 21}, "val/psnr_y") == 21.0
     assert optimized_value({"val/psnr_y": 21}, None) is None
+
+
+def _fsdp_cfg(compose_cfg, tmp_path, *extra):
+    return compose_cfg(
+        "train",
+        [
+            "experiment=coz_lora",
+            "debug=tiny",
+            "trainer=fsdp",
+            "backbone.weight_dtype=float32",
+            f"out_dir={tmp_path}",
+            *extra,
+        ],
+    )
+
+
+def test_fsdp_wraps_each_sd3_block_and_trains_only_the_adapters(compose_cfg, tmp_path):
+    """trainer=fsdp on the tiny SD3 of the real classes: the strategy Lightning gets, the units
+    its wrap policy makes, which parameters train (FSDP itself needs a GPU: see the gpu test)."""
+    from diffusers.models.attention import JointTransformerBlock
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+    from transformers.models.t5.modeling_t5 import T5Block
+
+    from zoomsr.tasks.train import build_module
+
+    cfg = _fsdp_cfg(compose_cfg, tmp_path)
+    assert cfg.trainer.precision == "32-true"  # debug=tiny's; a GPU run keeps fsdp's bf16-mixed
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["use_orig_params"] is True
+    module = build_module(cfg)
+    # the modules FSDP would make units of (the policy's own selection, as FSDP runs it)
+    units = strategy.kwargs["auto_wrap_policy"]._run_policy(module, set(), {})
+    blocks = [m for m in module.modules() if isinstance(m, JointTransformerBlock)]
+    assert len(blocks) == len(module.backbone.transformer.transformer_blocks) == 2
+    assert set(blocks) <= set(units)
+    wrapped_types = {type(m) for m in units if m is not module}
+    assert wrapped_types == {JointTransformerBlock, T5Block, CLIPEncoderLayer}
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable)
+    # one dtype per unit, as FSDP's flat parameters need
+    for unit in units:
+        assert len({p.dtype for p in unit.parameters()}) == 1
+    # Lightning's FSDPStrategy itself refuses a CPU, with its own message
+    with pytest.raises(Exception, match="strategy `fsdp` requires a GPU accelerator"):
+        instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
+
+
+@pytest.mark.gpu
+def test_fsdp_trains_a_step_of_the_tiny_sd3_on_a_gpu(tmp_path):
+    run = tmp_path / "fsdp"
+    run_train(
+        "experiment=coz_lora",
+        "debug=tiny",
+        "trainer=fsdp",
+        "trainer.devices=1",
+        "trainer.precision=bf16-mixed",
+        "backbone.weight_dtype=float32",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "logger=csv",
+        f"out_dir={run}",
+    )
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2
+    assert ckpt["state_dict"] and all(".lora_" in k for k in ckpt["state_dict"])
