@@ -30,8 +30,10 @@ LOCK_FILE = ".zoomsr.lock"
 
 
 def is_rank_zero() -> bool:
-    """True outside distributed runs and on global rank 0 (the launcher's env variables)."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True outside distributed runs and on global rank 0 (the launcher's env variables; under
+    srun every task is a rank: SLURM_PROCID)."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in keys)
 
 
 # -- atomic writes ------------------------------------------------------------------------
