@@ -1,0 +1,51 @@
+"""evaluate.py over 2 CPU processes (gloo) equals 1 process: metrics.json, per-image CSV, FID,
+and a resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.integration.test_evaluate_protocols import _cfg, tiny_fid  # noqa: F401 (a fixture)
+from zoomsr.tasks import evaluate
+
+
+def _files(out):
+    return json.loads((out / "metrics.json").read_text()), (out / "per_image.csv").read_text()
+
+
+@pytest.mark.usefixtures("single_thread", "tiny_fid")
+def test_two_processes_equal_one_with_fid_and_resume_after_a_kill(
+    compose_cfg, bench, tmp_path, capsys
+):
+    common = [
+        "protocol=zoom_full",
+        "scales=[4,16]",
+        f"data.hr_dir={bench / 'Set5' / 'HR'}",
+        "metrics=[psnr_y,ssim_y,fid]",
+    ]
+    one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
+    # ddp_fork: the ranks inherit the tiny FID network; ddp_spawn (the default) rebuilds it
+    two_args = [*common, "devices=2", "strategy=ddp_fork"]
+    out = tmp_path / "two"
+    two = evaluate.run(_cfg(compose_cfg, out, *two_args))
+    assert "[zoomsr] 2 ranks computed 6 + 4 rows" in capsys.readouterr().out  # 5 images x 2
+    assert two == one and np.isfinite(two["x4"]["fid"]) and np.isfinite(two["x16"]["fid"])
+    assert _files(out) == _files(tmp_path / "one")  # metrics.json and per_image.csv, to the byte
+    rows = (out / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 10 and not list(out.glob("results.rank*.jsonl"))
+
+    # killed while both ranks were writing: 5 rows merged before, 2 in rank 1's own file and a
+    # line cut short; the rest (3 rows) lost with the summary
+    (out / "results.jsonl").write_text("\n".join(rows[:5]) + "\n")
+    (out / "results.rank1.jsonl").write_text("\n".join(rows[5:7]) + '\n{"scale": 16, "ima')
+    (out / "metrics.json").unlink()
+    again = evaluate.run(_cfg(compose_cfg, out, *two_args))
+    assert "[zoomsr] 2 ranks computed 2 + 1 rows" in capsys.readouterr().out  # only the lost 3
+    assert again == one and _files(out) == _files(tmp_path / "one")
+    # one process resumes a distributed run's folder the same way
+    (out / "results.jsonl").write_text("\n".join(rows[:8]) + "\n")
+    (out / "metrics.json").unlink()
+    assert evaluate.run(_cfg(compose_cfg, out, *common)) == one
