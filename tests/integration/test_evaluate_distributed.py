@@ -49,3 +49,27 @@ def test_two_processes_equal_one_with_fid_and_resume_after_a_kill(
     (out / "results.jsonl").write_text("\n".join(rows[:8]) + "\n")
     (out / "metrics.json").unlink()
     assert evaluate.run(_cfg(compose_cfg, out, *common)) == one
+
+
+@pytest.mark.slow  # a fresh process imports torch, Lightning and the metrics (15-60 s on 2 cores)
+@pytest.mark.usefixtures("single_thread")
+def test_spawned_ranks_equal_one_process(compose_cfg, bench, tmp_path):
+    """The default start method: rank 1 is a fresh process that rebuilds the evaluation from
+    the resolved config (as evaluate.py devices=2 runs it)."""
+    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics=[psnr_y,ssim_y]"]
+    one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
+    two = evaluate.run(_cfg(compose_cfg, tmp_path / "two", *common, "devices=2"))
+    assert two == one and two["x4"]["n_images"] == 5
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
+def test_bad_devices_or_strategy_is_one_line(compose_cfg, bench, tmp_path):
+    from zoomsr.errors import ZoomSRError
+
+    hr = f"data.hr_dir={bench / 'Set5' / 'HR'}"
+    with pytest.raises(ZoomSRError, match=r"devices=0: the number of evaluation processes"):
+        evaluate.run(_cfg(compose_cfg, tmp_path / "a", hr, "scales=[4]", "devices=0"))
+    with pytest.raises(ZoomSRError, match=r"strategy=fsdp: one of \['auto', 'ddp_spawn'"):
+        evaluate.run(_cfg(compose_cfg, tmp_path / "b", hr, "scales=[4]", "strategy=fsdp"))
+    with pytest.raises(ZoomSRError, match=r"strategy=ddp joins ranks started by torchrun"):
+        evaluate.run(_cfg(compose_cfg, tmp_path / "c", hr, "scales=[4]", "strategy=ddp"))
