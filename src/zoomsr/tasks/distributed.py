@@ -231,16 +231,17 @@ def _from_environment() -> Shard:
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     if TorchElasticEnvironment.detect():
-        env = TorchElasticEnvironment()
+        env, init = TorchElasticEnvironment(), "env://"  # torchrun's store and variables
     elif SLURMEnvironment.detect():
         env = SLURMEnvironment()
+        init = f"tcp://{env.main_address}:{env.main_port}"
     else:
         raise ZoomSRError(
             "strategy=ddp joins ranks started by torchrun or srun, and none is set here; "
             "use devices=N (strategy=ddp_spawn) to start N processes on this machine."
         )
     shard = Shard(env.global_rank(), env.world_size(), env.local_rank())
-    _init_group(shard, f"tcp://{env.main_address}:{env.main_port}")
+    _init_group(shard, init)
     return shard
 
 
