@@ -109,10 +109,10 @@ def main() -> None:
         )
     lines += [
         "",
-        "On 2 shared cores this measures the overhead of the distributed path, not a speed-up: "
-        "the bicubic baseline costs milliseconds per image, less than a rank's start. With a "
-        "learned backbone on one GPU per rank the per-image work dominates and the wall time "
-        "divides by about N (not measured here: no GPU was lent).",
+        f"The CPU ({os.cpu_count()} cores) was shared with other jobs (load average above), so "
+        "the ratio shows the distributed path's overhead rather than a speed-up: a spawned rank "
+        "starts a fresh interpreter that imports torch and the metrics ('fixed cost'), a forked "
+        "rank does not. No GPU run yet (one GPU per rank, a learned backbone): none was lent.",
         f"<!-- {MARK}:end -->",
     ]
     section = "\n".join(lines) + "\n"

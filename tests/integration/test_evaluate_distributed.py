@@ -73,3 +73,29 @@ def test_bad_devices_or_strategy_is_one_line(compose_cfg, bench, tmp_path):
         evaluate.run(_cfg(compose_cfg, tmp_path / "b", hr, "scales=[4]", "strategy=fsdp"))
     with pytest.raises(ZoomSRError, match=r"strategy=ddp joins ranks started by torchrun"):
         evaluate.run(_cfg(compose_cfg, tmp_path / "c", hr, "scales=[4]", "strategy=ddp"))
+
+
+@pytest.mark.slow  # three interpreters start (torchrun and its two ranks)
+@pytest.mark.usefixtures("single_thread")
+def test_ranks_started_by_torchrun_equal_one_process(compose_cfg, bench, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics=[psnr_y,ssim_y]"]
+    one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
+    out = tmp_path / "torchrun"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-port", "29611", "evaluate.py",
+         "backbone=bicubic", "logger=csv", "strategy=ddp", f"out_dir={out}", *common],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 ranks computed 3 + 2 rows" in proc.stdout
+    assert _files(out) == _files(tmp_path / "one")
+    assert json.loads((out / "metrics.json").read_text()) == one
