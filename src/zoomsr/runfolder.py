@@ -85,7 +85,7 @@ def unique_names(files: Sequence[str | Path], reserved: Sequence[str] = ()) -> l
     """One output name per input file, in order. The rule:
 
     1. the name is the file's stem; a leading ``.`` becomes ``_`` (hidden names in an output
-       folder belong to zoomsr and Hydra: ``.hydra.png`` -> ``_.hydra``);
+       folder belong to zoomsr and Hydra: ``.hydra.png`` -> ``_hydra``);
     2. when the name is already taken (names compare case-insensitively, as on macOS and
        Windows file systems) or is in ``reserved``, the suffix is appended (``x.jpg`` ->
        ``x_jpg``), then ``_2``, ``_3``… until it is free.
