@@ -15,6 +15,7 @@ from zoomsr.prompts import build_prompt_source
 from zoomsr.runfolder import RunLock, is_rank_zero, write_text
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 from zoomsr.tasks.preflight import check_values
+from zoomsr.tasks.resume import resolve_ckpt_path
 
 log = logging.getLogger("zoomsr")
 
@@ -53,7 +54,8 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set.
+    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set
+    (``auto``: from the run folder's last checkpoint if it has one).
 
     Returns:
         The last logged metrics (``train/loss``, ``val/psnr_y``, …) as floats, plus
@@ -90,7 +92,7 @@ def _fit(cfg: DictConfig, out: Path) -> dict:
         module.backbone.compile()
     if trainer.is_global_zero:
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
     if ckpt_path is not None:
         # A clear error for a missing or unsafe file, another architecture, or callback state
         # naming files outside this run, before Lightning reads it.
