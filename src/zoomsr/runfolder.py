@@ -30,8 +30,10 @@ LOCK_FILE = ".zoomsr.lock"
 
 
 def is_rank_zero() -> bool:
-    """True outside distributed runs and on global rank 0 (the launcher's env variables)."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True outside distributed runs and on global rank 0, by the variables the launchers set
+    before the process starts (torchrun, Lightning's subprocess launcher, SLURM's srun)."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in keys)
 
 
 # -- atomic writes ------------------------------------------------------------------------
