@@ -66,6 +66,14 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         cfg = compose_cfg("evaluate", overrides)
         assert hasattr(instantiate(cfg.protocol), "run")
         return
+    if group == "hparams_search":  # sets the sweeper and the metric it optimizes
+        cfg = compose_cfg("train", [*overrides, "experiment=quickstart"])
+        assert cfg.optimized_metric.startswith("val/")
+        return
+    if (group, name) == ("trainer", "fsdp"):  # Lightning's FSDP needs a GPU: test_clusters.py
+        cfg = compose_cfg("train", [*overrides, "experiment=coz_lora", "debug=tiny"])
+        assert type(instantiate(cfg.trainer.strategy)).__name__ == "FSDPStrategy"
+        return
     if group == "hydra" or group == "paths":
         cfg = compose_cfg("train", overrides)
         assert cfg.out_dir == str(tmp_path) and cfg.paths.log_dir
