@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "zoomsr.interop.sr3",
         "Janspiry's released SR3 checkpoint -> a zoomsr checkpoint",
     ),
+    "import-var": (
+        "zoomsr.interop.var",
+        "VAR's released VQVAE tokenizer -> zoomsr tokenizer files",
+    ),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
 }
 

@@ -22,6 +22,7 @@ NEEDS_WEIGHTS = {
     # ITER's stage 2 needs stage 1's VQGAN (errors: tests/integration/test_iter.py).
     ("backbone", "vq_refiner"): ["backbone.vqgan_ckpt=null", "backbone.seed=0"],
     ("experiment", "iter_x4"): ["debug=tiny_iter"],
+    ("experiment", "iter_x4_var"): ["debug=tiny_iter"],
     ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
 }
 
