@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("zoomsr.reporting", "merge evaluation runs (metrics.json): one table and plot"),
     "import-coz": ("zoomsr.interop.coz", "Chain-of-Zoom's released SR LoRA -> a zoomsr checkpoint"),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
+    "ui": ("zoomsr.ui.__main__", "web UI: Chain-of-Zoom in the browser (127.0.0.1:7860)"),
 }
 
 
