@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Server:
             "GRADIO_TEMP_DIR": str(tmp / "gradio"),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
         }
         cmd = [sys.executable, "-m", "zoomsr.ui", "--port", str(self.port)]
         cmd += ["--runs", str(tmp / "no_runs"), "--device", "cpu", *args]
@@ -228,3 +230,118 @@ def test_evaluate_tab_benchmark_table_and_plot(client, photo):
     assert load_image(plot).shape[0] == 3
     with zipfile.ZipFile(archive) as zf:
         assert {"metrics.json", "metrics.md", "metrics.png"} <= set(zf.namelist())
+
+
+# ---------------------------------------------------------------------------------------------
+# headless Chromium (Debian's chromium + chromium-driver through selenium; `make install` /
+# `make test` install them with apt where missing). ZOOMSR_UI_SCREENSHOT=docs/ui.png also writes
+# the README's picture.
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip(
+            "headless Chromium not installed: `make install` puts Debian's chromium and "
+            "chromium-driver in with apt (needs apt-get as root); no browser is downloaded"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,2000")
+    # an explicit driver: selenium-manager (which may download one) is never asked
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(what, condition, timeout: float = 60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = condition()
+        except Exception:  # the element is being re-rendered
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def set_number(driver, elem_id: str, value: int) -> None:
+    """Type into a slider's number box and leave it (gradio commits on blur)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.TAB)
+
+
+def first_region(text: str) -> list[float]:
+    """``step 1 (x4): x0, y0, x1, y1`` -> the four numbers."""
+    return [float(v) for v in text.splitlines()[0].split(": ")[1].split(",")]
+
+
+def test_zoom_in_headless_chromium(browser, server, photo, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    d, find = browser, browser.find_element
+    d.get(server.url)
+    wait_for("the page", lambda: find(By.ID, "start").is_displayed())
+    set_number(d, "process-size", 128)
+    set_number(d, "steps-slider", 2)
+    find(By.CSS_SELECTOR, "#user-prompt textarea").send_keys("a cup of coffee")
+    find(By.CSS_SELECTOR, "#input-image input[type=file]").send_keys(str(photo))
+    regions = find(By.CSS_SELECTOR, "#regions textarea")
+    before = wait_for("the zoom map's regions", lambda: regions.get_attribute("value"))
+    assert first_region(before) == [0.375, 0.375, 0.625, 0.625]  # the centre, x4
+
+    find(By.ID, "start").click()
+    status = find(By.ID, "status")
+    wait_for("the run to finish", lambda: "final 128x128" in status.text)
+    wait_for("the gallery", lambda: len(d.find_elements(By.CSS_SELECTOR, "#steps img")) >= 3)
+    assert "final 128x128 px, x16" in status.text
+    table = find(By.ID, "prompts").text
+    for cell in ("x4", "x16", "0.3750, 0.3750, 0.6250, 0.6250", "a cup of coffee"):
+        assert cell in table, (cell, table)
+
+    # a click on the upper left of the zoom map moves the point and every region there
+    img = wait_for("the zoom map", lambda: find(By.CSS_SELECTOR, "#zoom-map img"))
+    w, h = img.size["width"], img.size["height"]
+    ActionChains(d).move_to_element_with_offset(img, -w // 4, -h // 4).click().perform()
+    point = find(By.CSS_SELECTOR, "#zoom-point textarea")
+    text = wait_for("the zoom point", lambda: point.get_attribute("value"))
+    x, y = (float(v) for v in text.split(","))
+    assert 0.15 < x < 0.35 and 0.15 < y < 0.35, text
+    after = wait_for(
+        "the regions to move", lambda: (v := regions.get_attribute("value")) != before and v
+    )
+    x0, y0, x1, y1 = first_region(after)
+    assert x1 - x0 == pytest.approx(0.25) and x0 < 0.375 and y0 < 0.375
+
+    # the next run zooms where the map says: its table has the map's regions
+    find(By.ID, "start").click()
+    wait_for("the run at the clicked point", lambda: f"zoom.point=[{x:.4f}" in status.text)
+    box = after.splitlines()[0].split(": ")[1]
+    assert box in find(By.ID, "prompts").text
+    wait_for("the gallery", lambda: len(d.find_elements(By.CSS_SELECTOR, "#steps img")) >= 3)
+    d.execute_script("window.scrollTo(0, 0)")
+    shot = tmp_path / "ui.png"
+    d.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("ZOOMSR_UI_SCREENSHOT"):  # half size, 256 colours: README-sized
+        from PIL import Image
+
+        img = Image.open(shot).convert("RGB")
+        img = img.resize((img.width // 2, img.height // 2), Image.LANCZOS)
+        img.quantize(256).save(os.environ["ZOOMSR_UI_SCREENSHOT"], optimize=True)

@@ -288,7 +288,7 @@ class ZoomUI:
             path = tmp / f"step{step.index}.png"
             to_pil(step.output).save(path)
             gallery.append((str(path), caption(step)))
-        status = f"running: step {len(run.steps) - 1} of {n} done"
+        status = f"running: {len(run.steps) - 1} of {n} steps finished"
         latest = gallery[-1][0]
         return (latest, gallery, None, None, None, table(run.steps), None, status, {})
 

@@ -203,11 +203,12 @@ def wire(ui: ZoomUI, c: dict, z: dict, b: dict, e: dict) -> None:
     preview = shown_errors(ui.preview)
     run = z["start"].click(
         zoom, zoom_inputs, zoom_outputs, api_name="zoom", preprocess=False,
-        concurrency_id="model", concurrency_limit=1,
+        concurrency_id="model", concurrency_limit=1, show_progress_on=[z["steps"]],
     )  # fmt: skip
     again = z["rerun"].click(
         rerun, [*zoom_inputs, z["table"], z["state"]], zoom_outputs, api_name="rerun",
         preprocess=False, concurrency_id="model", concurrency_limit=1,
+        show_progress_on=[z["steps"]],
     )  # fmt: skip
     z["cancel"].click(lambda: "cancelled", None, z["status"], cancels=[run, again], queue=False)
     for trigger in [z["image"].change, *(c[k].change for k in preview_inputs_keys())]:
