@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "VAR's released VQVAE tokenizer -> zoomsr tokenizer files",
     ),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
+    "ui": ("zoomsr.ui.__main__", "web UI: Chain-of-Zoom in the browser (127.0.0.1:7860)"),
 }
 
 
