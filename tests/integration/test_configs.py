@@ -23,6 +23,8 @@ NEEDS_WEIGHTS = {
     ("backbone", "vq_refiner"): ["backbone.vqgan_ckpt=null", "backbone.seed=0"],
     ("experiment", "iter_x4"): ["debug=tiny_iter"],
     ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
+    # GRPO of the prompt VLM: the tiny policy and critic (tests/integration/test_coz_grpo.py).
+    ("experiment", "coz_grpo"): ["debug=tiny"],
 }
 
 
@@ -48,6 +50,9 @@ def test_every_group_of_style_guide_exists():
 @pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}/{n}" for g, n in OPTIONS])
 def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     overrides = [f"{group}={name}", f"out_dir={tmp_path}", *NEEDS_WEIGHTS.get((group, name), [])]
+    if group == "debug_experiment":  # <debug>-<experiment>, picked by those two choices
+        debug, experiment = name.split("-", 1)
+        overrides = [f"debug={debug}", f"experiment={experiment}", f"out_dir={tmp_path}"]
     if group == "zoom":  # composed by infer.yaml, not train.yaml
         cfg = compose_cfg("infer", [*overrides, f"input={tmp_path}"])
         instantiate(cfg.zoom)
@@ -67,7 +72,7 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     cfg = compose_cfg("train", overrides)
     if OmegaConf.is_missing(cfg.data, "hr_dir"):  # the one required value of data=folder
         cfg = compose_cfg("train", [*overrides, f"data.hr_dir={tmp_path}"])
-    node = cfg if group in ("experiment", "debug") else cfg[group]
+    node = cfg if group in ("experiment", "debug", "debug_experiment") else cfg[group]
     {
         "data": lambda: build_datamodule(cfg),
         "backbone": lambda: instantiate(node),
@@ -83,13 +88,15 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         "logger": lambda: [instantiate(lg, save_dir=str(tmp_path)) for lg in node.values()],
         "experiment": lambda: _whole_pipeline(cfg),
         "debug": lambda: _whole_pipeline(cfg),
+        "debug_experiment": lambda: _whole_pipeline(cfg),
     }[group]()
 
 
 def _whole_pipeline(cfg):
     build_datamodule(cfg)
     module = build_module(cfg)
-    assert module.backbone.scale == cfg.scale
+    if cfg.get("grpo") is None:  # GRPO trains the prompt VLM, no SR backbone
+        assert module.backbone.scale == cfg.scale
     instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
 
 

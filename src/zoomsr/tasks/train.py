@@ -10,16 +10,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from zoomsr.checkpoint import read_checkpoint
-from zoomsr.modules.sr_module import SRModule
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 
 log = logging.getLogger("zoomsr")
 
 
-def build_module(cfg: DictConfig) -> SRModule:
+def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of ``cfg``: backbone, loss terms, optimizer, scheduler and the
-    optional prompt source (``prompt=``)."""
+    optional prompt source (``prompt=``); with a ``grpo`` node (``experiment=coz_grpo``) the
+    prompt VLM's GRPO module instead, which trains no SR backbone."""
+    if cfg.get("grpo") is not None:
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        return instantiate(cfg.grpo.module, optimizer=instantiate(cfg.optim), scheduler=scheduler)
     backbone = instantiate(cfg.backbone)
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -35,6 +38,8 @@ def build_module(cfg: DictConfig) -> SRModule:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    if cfg.get("grpo") is not None:  # view pairs of zoom chains (zoomsr.data.zoom_views)
+        return instantiate(cfg.grpo.data, seed=cfg.seed)
     degradation = instantiate(cfg.degradation) if cfg.get("degradation") else None
     return instantiate(cfg.data, degradation=degradation, seed=cfg.seed)
 
