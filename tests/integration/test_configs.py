@@ -25,6 +25,7 @@ NEEDS_WEIGHTS = {
     ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
     # GRPO of the prompt VLM: the tiny policy and critic (tests/integration/test_coz_grpo.py).
     ("experiment", "coz_grpo"): ["debug=tiny"],
+    ("experiment", "coz_lora_gan"): ["debug=tiny"],
 }
 
 
