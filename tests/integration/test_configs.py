@@ -24,6 +24,9 @@ NEEDS_WEIGHTS = {
     ("experiment", "iter_x4"): ["debug=tiny_iter"],
     ("experiment", "iter_x4_var"): ["debug=tiny_iter"],
     ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
+    # GRPO of the prompt VLM: the tiny policy and critic (tests/integration/test_coz_grpo.py).
+    ("experiment", "coz_grpo"): ["debug=tiny"],
+    ("experiment", "coz_lora_gan"): ["debug=tiny"],
 }
 
 
@@ -49,6 +52,9 @@ def test_every_group_of_style_guide_exists():
 @pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}/{n}" for g, n in OPTIONS])
 def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     overrides = [f"{group}={name}", f"out_dir={tmp_path}", *NEEDS_WEIGHTS.get((group, name), [])]
+    if group == "debug_experiment":  # <debug>-<experiment>, picked by those two choices
+        debug, experiment = name.split("-", 1)
+        overrides = [f"debug={debug}", f"experiment={experiment}", f"out_dir={tmp_path}"]
     if (group, name) == ("backbone", "spandrel"):  # a weight file: a tiny random RRDBNet
         from spandrel.architectures.ESRGAN import ESRGAN
 
@@ -81,7 +87,7 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     cfg = compose_cfg("train", overrides)
     if OmegaConf.is_missing(cfg.data, "hr_dir"):  # the one required value of data=folder
         cfg = compose_cfg("train", [*overrides, f"data.hr_dir={tmp_path}"])
-    node = cfg if group in ("experiment", "debug") else cfg[group]
+    node = cfg if group in ("experiment", "debug", "debug_experiment") else cfg[group]
     {
         "data": lambda: build_datamodule(cfg),
         "backbone": lambda: instantiate(node),
@@ -97,13 +103,15 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         "logger": lambda: [instantiate(lg, save_dir=str(tmp_path)) for lg in node.values()],
         "experiment": lambda: _whole_pipeline(cfg),
         "debug": lambda: _whole_pipeline(cfg),
+        "debug_experiment": lambda: _whole_pipeline(cfg),
     }[group]()
 
 
 def _whole_pipeline(cfg):
     build_datamodule(cfg)
     module = build_module(cfg)
-    assert module.backbone.scale == cfg.scale
+    if cfg.get("grpo") is None:  # GRPO trains the prompt VLM, no SR backbone
+        assert module.backbone.scale == cfg.scale
     instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
 
 
