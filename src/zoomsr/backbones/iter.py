@@ -176,16 +176,26 @@ class ITER(Backbone):
         self.lr_multiple = tile // math.gcd(tile, scale)
         if stage != "hq":
             if vqgan_ckpt is not None:
-                try:
-                    self.vqgan.load_state_dict(load_vqgan_state(vqgan_ckpt))
-                except RuntimeError as err:
-                    raise ZoomSRError(
-                        f"the Swin-VQGAN in '{vqgan_ckpt}' does not fit this backbone config "
-                        f"(nf, ch_mult, n_embed, embed_dim, swin_* must match): {err}"
-                    ) from err
+                self._load_vqgan(vqgan_ckpt)
             self.vqgan.requires_grad_(False).eval()
             if stage == "token_pred":  # built (so the refine stage's keys exist), not trained
                 self.token_refine_net.requires_grad_(False)
+
+    def _load_vqgan(self, path: str) -> None:
+        """Load the frozen Swin-VQGAN; a training checkpoint holds parameters only, so the
+        fixed Swin buffers (position index, shift masks) may be absent, nothing else."""
+        try:
+            missing, unexpected = self.vqgan.load_state_dict(load_vqgan_state(path), strict=False)
+        except RuntimeError as err:
+            missing, unexpected = [str(err)], []
+        buffers = {name for name, _ in self.vqgan.named_buffers()}
+        missing = [k for k in missing if k not in buffers]
+        if missing or unexpected:
+            raise ZoomSRError(
+                f"the Swin-VQGAN in '{path}' does not fit this backbone config (nf, ch_mult, "
+                f"n_embed, embed_dim, swin_* must match): missing {missing[:3]}, "
+                f"unexpected {list(unexpected)[:3]}"
+            )
 
     @staticmethod
     def _check(scale, stage, vq_loss, schedule, sampling, steps, ch_mult) -> None:
@@ -256,8 +266,10 @@ class ITER(Backbone):
 
         - ``hq``: ``recon``, ``hr``, ``recon_signed``, ``hr_signed``, ``vq_loss``.
         - ``token_pred``: ``lq_logits`` ``(B, N, K)``, ``hr_tokens`` ``(B, N)``, ``sr`` (the
-          VQGAN decoding of hard Gumbel-softmax samples of the logits), ``hr``, and signed.
+          VQGAN decoding of hard Gumbel-softmax samples of the logits), ``hr``.
         - ``refine``: the above plus :meth:`_refine_outputs`.
+        - both: ``sr_all_signed`` / ``hr_all_signed``, the batch of ``sr`` (and ``refined``)
+          and its targets, for ITER's one LPIPS term over both decodings.
         """
         if tuple(hr.shape[-2:]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
             raise ITERValueError(
@@ -282,11 +294,15 @@ class ITER(Backbone):
         sr = self.vqgan.decode_onehot(hard if self.gumbel_lq_grad else hard.detach())
         out = {
             "lq_logits": logits.flatten(2).transpose(1, 2), "hr_tokens": gt.flatten(1),
-            "sr": sr, "hr": hr, "sr_signed": sr * 2 - 1, "hr_signed": hr * 2 - 1,
-            "codes": logits.detach().argmax(1),
+            "sr": sr, "hr": hr, "codes": logits.detach().argmax(1),
         }  # fmt: skip
+        both = [sr]
         if self.stage == "refine":
             out |= self._refine_outputs(logits.detach().argmax(1), gt, seeds)
+            both.append(out["refined"])
+        # ITER's LPIPS term reads the LQ and the refined decoding as one batch.
+        out["sr_all_signed"] = torch.cat(both) * 2 - 1
+        out["hr_all_signed"] = torch.cat([hr] * len(both)) * 2 - 1
         return out
 
     def _hidden_mask(self, gt: torch.Tensor, seeds: torch.Tensor | None) -> torch.Tensor:
@@ -316,7 +332,7 @@ class ITER(Backbone):
           verdict on them.
         - ``eval_refined_logits`` / ``eval_refined_targets``: the evaluator on the refiner's
           argmax map (plain CE).
-        - ``refined``, ``refined_signed``: the VQGAN decoding of a hard Gumbel-softmax sample
+        - ``refined``: the VQGAN decoding of a hard Gumbel-softmax sample
           of the refiner's logits (its pixel / LPIPS terms reach the refiner).
         """
         k = self.n_embed
@@ -342,7 +358,6 @@ class ITER(Backbone):
             "eval_refined_logits": flat(eval_refined),
             "eval_refined_targets": (gt == refined_idx).long().flatten(1),
             "refined": refined,
-            "refined_signed": refined * 2 - 1,
         }
 
     # -- inference ------------------------------------------------------------------------------
