@@ -59,9 +59,12 @@ def test_slurm_launcher_writes_a_multi_gpu_requeueable_job(compose_cfg, tmp_path
     import submitit
     from hydra import compose, initialize_config_dir
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from tests.conftest import CONF_DIR
 
+    # The trainer built below sets the process-wide rank to its SLURM rank (3): put it back after
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
     (tmp_path / "bin" / "srun").chmod(0o755)
