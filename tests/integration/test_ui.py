@@ -49,6 +49,7 @@ class Server:
             "GRADIO_ANALYTICS_ENABLED": "False",
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
+            "ZOOMSR_ROOT": str(tmp),  # the prompt cache (data/) lands here, not in the repo
         }
         cmd = [sys.executable, "-m", "zoomsr.ui", "--port", str(self.port)]
         cmd += ["--runs", str(tmp / "no_runs"), "--device", "cpu", *args]
@@ -192,6 +193,53 @@ def test_errors_are_messages_and_the_server_keeps_serving(client, server, photo,
     # after a x2 bicubic run (first test), the cached x4 one: 16 px -> 64 px
     assert load_image(final).shape == (3, 64, 64)
     assert server.proc.poll() is None
+
+
+def test_rerun_with_an_edited_prompt_keeps_earlier_steps(client, photo):
+    settings = dict(process_size=64, upscale=2, steps=3, user_prompt="a cup")
+    first = zoom(client, photo, **settings)
+    rows = first[5]["data"]
+    assert [r[3] for r in rows] == ["a cup"] * 3
+    rows[1][3] = "latte art"  # step 2 edited in the table
+    from gradio_client import handle_file
+
+    again = client.predict(
+        image=handle_file(str(photo)), edited_prompts={"headers": first[5]["headers"],
+        "data": rows}, api_name="/rerun", **settings,
+    )  # fmt: skip
+    # steps 1-2 take the table's text, step 3 asks the source again
+    assert [s["prompts"] for s in again[2]["steps"][1:]] == [["a cup"], ["latte art"], ["a cup"]]
+    assert torch.equal(load_image(again[1][1]["image"]), load_image(first[1][1]["image"]))
+
+
+@pytest.mark.slow
+def test_zoom_with_a_local_vlm(client, photo, tmp_path):
+    from zoomsr.prompts.tiny import write_tiny_vlm
+
+    vlm = write_tiny_vlm(tmp_path / "tiny_vlm")
+    kw = dict(process_size=64, steps=2, prompt_type="vlm", vlm_model=str(vlm), user_prompt="hq")
+    first = zoom(client, photo, rec_type="recursive_multiscale", **kw)
+    prompts = [s["prompts"][0] for s in first[2]["steps"][1:]]
+    assert all(p.endswith(", hq,") and len(p) > 5 for p in prompts)  # "{generated}, {user},"
+    second = zoom(client, photo, rec_type="recursive_multiscale", **kw)  # model kept, cached
+    assert [s["prompts"][0] for s in second[2]["steps"][1:]] == prompts
+
+
+def test_out_of_memory_is_a_message_naming_what_to_lower():
+    import gradio as gr
+
+    from zoomsr.ui.app import in_page_terms, shown_errors
+
+    @shown_errors
+    def allocate():
+        return torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: a real allocation failure
+
+    with pytest.raises(gr.Error, match="out of memory: lower 'process size'"):
+        allocate()
+    message = "use fewer zoom.steps or a larger zoom.process_size; set prompt.base_url=<url>"
+    assert in_page_terms(message) == (
+        "use fewer 'steps' or a larger 'process size'; set 'remote VLM base URL' to <url>"
+    )
 
 
 def test_batch_zip_writes_the_infer_folder(client, photo, tmp_path):

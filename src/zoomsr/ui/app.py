@@ -67,6 +67,25 @@ def oom_message(settings: engine.ZoomSettings | None) -> str:
     return f"out of memory: {hint}, then press Start again."
 
 
+#: config keys in messages -> the control of the page that sets them
+PAGE_TERMS = {
+    "zoom.process_size": "'process size'", "zoom.steps": "'steps'", "zoom.upscale": "'per-step "
+    "upscale'", "zoom.rec_type": "'rec type'", "zoom.tile_size": "'tile size'", "zoom.align":
+    "'colour fix'", "zoom.memory": "'memory mode'", "zoom.point": "'zoom point'",
+    "prompt.base_url": "'remote VLM base URL'", "prompt.model": "'local VLM' (or 'remote VLM "
+    "model')", "prompt.adapter": "'VLM LoRA adapter'", "prompt.user_text": "'custom prompt'",
+}  # fmt: skip
+
+
+def in_page_terms(message: str) -> str:
+    """A task's message with its config keys named as the page's controls."""
+    for key, label in PAGE_TERMS.items():
+        message = message.replace(f"set {key}=", f"set {label} to ")
+        message = message.replace(f"pass {key}=", f"set {label} to ")
+        message = message.replace(key, label)
+    return message
+
+
 def shown_errors(fn):
     """Every error of a handler becomes a message in the page (``gr.Error``); the server goes on.
     User mistakes show their one line; a bug shows its type and message (traceback in the log)."""
@@ -80,7 +99,7 @@ def shown_errors(fn):
             return gr.Error(oom_message(None))
         message = user_message(err)
         if message is not None:
-            return gr.Error(message)
+            return gr.Error(in_page_terms(message))
         log.error("unexpected error:\n%s", traceback.format_exc())
         return gr.Error(f"unexpected error ({type(err).__name__}: {err}); see the server log.")
 

@@ -214,6 +214,8 @@ class ZoomSettings:
                 "align": self.align,
                 "memory": self.memory,
                 "tile_size": self.tile_size,
+                # infer.yaml's 32 px overlap, less for small tiles (it must stay below the tile)
+                "tile_overlap": 32 if self.tile_size is None else min(32, self.tile_size // 4),
                 "point": list(self.point) if self.point is not None else None,
                 # a checkpoint brings its own factor; the model-free ones take the slider's
                 "upscale": None if self.backbone.is_ckpt else int(self.upscale),
@@ -239,6 +241,7 @@ class ZoomSettings:
             args.append(f"zoom.{key}={'null' if value is None else value}")
         if cfg.zoom.tile_size is not None:
             args.append(f"zoom.tile_size={cfg.zoom.tile_size}")
+            args.append(f"zoom.tile_overlap={cfg.zoom.tile_overlap}")
         if cfg.zoom.point is not None:
             args.append(f"zoom.point=[{cfg.zoom.point[0]:.4f},{cfg.zoom.point[1]:.4f}]")
         prompt, values = self.prompt_values()

@@ -181,8 +181,16 @@ def wire(ui: ZoomUI, c: dict, z: dict, b: dict, e: dict) -> None:
         yield from ui.zoom(*args, progress=progress)
 
     @shown_errors
-    def rerun(*args, progress=PROGRESS):
-        yield from ui.rerun(*args, progress=progress)
+    def rerun(
+        image, backbone, rec_type, process_size, upscale, steps, prompt_type, user_prompt,
+        align, seed, point, memory, precision, tile_size, stitch_layout, vlm_model,
+        vlm_adapter, remote_base_url, remote_model, remote_key, edited_prompts, last_run,
+        progress=PROGRESS,
+    ):  # fmt: skip
+        args = [image, backbone, rec_type, process_size, upscale, steps, prompt_type]
+        args += [user_prompt, align, seed, point, memory, precision, tile_size, stitch_layout]
+        args += [vlm_model, vlm_adapter, remote_base_url, remote_model, remote_key]
+        yield from ui.rerun(*args, edited_prompts, last_run, progress=progress)
 
     @shown_errors
     def batch(
