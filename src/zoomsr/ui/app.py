@@ -44,6 +44,7 @@ ZOOM_PARAMS = [
     "vlm_model", "vlm_adapter", "remote_base_url", "remote_model", "remote_key",
 ]  # fmt: skip
 MAX_UPLOAD_FILES = 500
+KEEP_HOURS = 24  # request folders (and gradio's copies of their files) are kept this long
 MAX_ZIP_BYTES = 2 << 30
 
 
@@ -171,7 +172,15 @@ class ZoomUI:
 
     # -- requests -------------------------------------------------------------------------
     def request_dir(self, kind: str) -> Path:
-        """A fresh folder for one request (nothing else is written there)."""
+        """A fresh folder for one request (nothing else is written there); folders older than
+        ``KEEP_HOURS`` go."""
+        cutoff = time.time() - KEEP_HOURS * 3600
+        for old in self.root.iterdir():
+            try:
+                if old.is_dir() and old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:  # removed by a concurrent request
+                pass
         return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.root))
 
     def choice(self, value) -> engine.BackboneChoice:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from zoomsr.ui import engine
-from zoomsr.ui.app import METRICS, ZoomUI, shown_errors
+from zoomsr.ui.app import KEEP_HOURS, METRICS, ZoomUI, shown_errors
 from zoomsr.ui.pictures import STITCH_LAYOUTS
 from zoomsr.zoom.chain import REC_TYPES
 
@@ -26,7 +26,8 @@ THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospac
 def build(ui: ZoomUI) -> gr.Blocks:
     """The Blocks app (not yet queued or launched)."""
     choices = [(c.label, c.value) for c in ui.backbones]
-    with gr.Blocks(title="zoomsr: Chain-of-Zoom") as demo:
+    keep = KEEP_HOURS * 3600
+    with gr.Blocks(title="zoomsr: Chain-of-Zoom", delete_cache=(3600, keep)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
