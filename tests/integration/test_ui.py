@@ -225,6 +225,65 @@ def test_zoom_with_a_local_vlm(client, photo, tmp_path):
     assert [s["prompts"][0] for s in second[2]["steps"][1:]] == prompts
 
 
+@pytest.mark.slow
+def test_tiny_sd3_lora_prompts_reach_the_model(compose_cfg, photo, tmp_path):
+    """The text-conditioned backbone: the UI equals infer.py, and an edited step-2 prompt
+    changes step 2 on and leaves step 1 as it was."""
+    from gradio_client import Client, handle_file
+
+    cfg = compose_cfg(
+        "train",
+        [
+            "experiment=coz_lora", "debug=tiny", "trainer.max_steps=1", "logger=csv",
+            "trainer.enable_progress_bar=false", f"data.root={tmp_path / 'photos'}",
+            f"out_dir={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    from zoomsr.tasks import train
+
+    ckpt = train.run(cfg)["last_ckpt"]
+    srv = Server(tmp_path, "--ckpt", ckpt)
+    try:
+        client = Client(srv.url, verbose=False)
+        settings = dict(
+            backbone=ckpt, rec_type="recursive", process_size=64, steps=2, user_prompt="a cup"
+        )
+        first = zoom(client, photo, **settings)
+        infer.run(
+            compose_cfg(
+                "infer",
+                [
+                    f"input={photo}",
+                    f"out_dir={tmp_path / 'cli'}",
+                    f"ckpt={ckpt}",
+                    "device=cpu",
+                    "zoom.rec_type=recursive",
+                    "zoom.process_size=64",
+                    "zoom.steps=2",
+                    "prompt=manual",
+                    "prompt.user_text='a cup'",
+                ],
+            )  # fmt: skip
+        )
+        assert torch.equal(
+            load_image(first[0]), load_image(tmp_path / "cli" / "coffee" / "step2_output.png")
+        )
+        rows = first[5]["data"]
+        rows[1][3] = "a field of sunflowers"
+        again = client.predict(
+            image=handle_file(str(photo)), edited_prompts={"headers": first[5]["headers"],
+            "data": rows}, api_name="/rerun", **settings,
+        )  # fmt: skip
+        step = (
+            [load_image(s["image"]) for s in first[1]],
+            [load_image(s["image"]) for s in again[1]],
+        )
+        assert torch.equal(step[0][1], step[1][1])  # step 1: same prompt, same pixels
+        assert not torch.equal(step[0][2], step[1][2])  # step 2: the new prompt
+    finally:
+        srv.stop()
+
+
 def test_out_of_memory_is_a_message_naming_what_to_lower():
     import gradio as gr
 

@@ -97,7 +97,10 @@ def peek_checkpoint(path: str | Path) -> BackboneChoice:
     try:
         if not path.is_file():
             raise ZoomSRError(f"checkpoint not found: '{path}'")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mmap: only the config is read, not every tensor
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # an old-format file cannot be mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         text = (ckpt.get("zoomsr") or {}).get("backbone_config")
         if not isinstance(text, str):
             raise ZoomSRError(f"'{path}' is not a zoomsr training checkpoint (no backbone config)")
