@@ -97,6 +97,9 @@ def zoom_tab() -> dict:
             label="zoom map: click to choose the zoom point", interactive=False,
             height=320, elem_id="zoom-map",
         )  # fmt: skip
+    examples = example_photos()
+    if examples:
+        gr.Examples([[p] for p in examples], inputs=[z["image"]], label="examples")
     z["regions"] = gr.Textbox(
         label="regions of the steps (x0, y0, x1, y1 of the preprocessed image)",
         lines=3, interactive=False, elem_id="regions",
@@ -123,6 +126,14 @@ def zoom_tab() -> dict:
         z["prompts"] = gr.JSON(label="prompts.json", elem_id="prompts-json")
     z["state"] = gr.State({})
     return z
+
+
+def example_photos() -> list[str]:
+    """A few of scikit-image's bundled photos (read from its install folder, no network)."""
+    from zoomsr.data.photos import skimage_data_dir
+
+    names = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
+    return [str(p) for p in (skimage_data_dir() / n for n in names) if p.is_file()]
 
 
 def batch_tab() -> dict:
