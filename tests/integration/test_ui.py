@@ -146,9 +146,20 @@ def test_zoom_endpoint_bicubic_equals_infer(client, compose_cfg, photo, tmp_path
     assert ui_prompts == (folder / "prompts.json").read_bytes()
 
 
-def test_zoom_endpoint_trained_sr3_equals_infer(client, compose_cfg, sr3_ckpt, photo, tmp_path):  # noqa: F811
+def test_zoom_endpoint_trained_sr3_equals_infer(
+    client,
+    server,
+    compose_cfg,
+    sr3_ckpt,  # noqa: F811
+    photo,
+    tmp_path,
+):
     settings = dict(backbone=str(sr3_ckpt), process_size=32, steps=2, memory="swap", seed=1)
     final, steps, prompts, *_ = zoom(client, photo, rec_type="recursive", **settings)
+    again = zoom(client, photo, rec_type="recursive", **settings)
+    assert torch.equal(load_image(again[0]), load_image(final))  # same seed, same pixels
+    loads = [ln for ln in server.log.read_text().splitlines() if "loaded backbone" in ln]
+    assert sum(str(sr3_ckpt) in ln for ln in loads) == 1, loads  # loaded once, kept
     assert [load_image(s["image"]).shape for s in steps] == [(3, 32, 32)] * 3
     assert [s["magnification"] for s in prompts["steps"]] == [1, 4, 16]  # the ckpt's x4
     assert prompts["steps"][1]["box"] == [0.375, 0.375, 0.625, 0.625]

@@ -365,6 +365,8 @@ class ZoomUI:
             fixed = None
         else:
             fixed = {int(rows[i][0]): str(rows[i][3]) for i in range(max(changed) + 1)}
+            steps = _int(dict(zip(ZOOM_PARAMS, zoom_args)).get("steps"), "steps")
+            fixed = {k: v for k, v in fixed.items() if 1 <= k <= steps}
         yield from self.zoom(*zoom_args, fixed=fixed, progress=progress)
 
     def batch(self, files, *args):

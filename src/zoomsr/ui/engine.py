@@ -12,6 +12,7 @@ changes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks import evaluate, infer
 from zoomsr.tasks.common import resolve_device, set_offline_defaults
 from zoomsr.zoom.chain import REC_TYPES, ZoomChain, ZoomResult, ZoomStep
+
+log = logging.getLogger("zoomsr.ui")
 
 PROMPT_TYPES = ("none", "vlm", "tags", "remote_vlm")
 ALIGNS = ("none", "wavelet", "adain")
@@ -276,6 +279,7 @@ class ModelCache:
             if key not in self._backbones:
                 self._backbones[key] = infer.load_inference_backbone(cfg, device)
                 self.loads += 1
+                log.info("loaded backbone %s on %s (kept for later requests)", key[0], device)
             return self._backbones[key]
 
     def prompt_source(self, cfg: DictConfig):
@@ -290,6 +294,7 @@ class ModelCache:
             if key not in self._prompts:
                 self._prompts[key] = build_prompt_source(node)
                 self.loads += 1
+                log.info("built prompt source %s (kept for later requests)", node._target_)
             return self._prompts[key]
 
 
