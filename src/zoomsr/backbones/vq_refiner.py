@@ -544,7 +544,7 @@ def _vqgan_path(path: str | Path) -> Path:
     if not p.is_file():
         raise ZoomSRError(
             f"VQGAN weights not found: '{p}' (backbone.vqgan_ckpt). Train the autoencoder first "
-            "(python train.py experiment=iter_x4_vqgan data.hr_dir=...) and pass "
+            "(python train.py experiment=vq_refiner_x4_vqgan data.hr_dir=...) and pass "
             "its runs/train/<run>/checkpoints/last.ckpt, or a .safetensors of VQGAN's state dict."
         )
     return p
