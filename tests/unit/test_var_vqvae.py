@@ -252,6 +252,7 @@ def test_tokens_identical_and_reconstruction_equal_to_var_equations(imported):
     assert [tuple(t.shape) for t in flat] == [(2, p * p) for p in VAR_PATCH_NUMS]
     assert all(torch.equal(a, b.flatten(1)) for a, b in zip(flat, tokens))
     assert torch.equal(vae.decode_tokens(flat), recon)
+    assert torch.equal(vae.reconstruct(img), recon)
 
 
 def test_phi_sharing_follows_vars_tick_rule():

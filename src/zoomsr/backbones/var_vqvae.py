@@ -490,6 +490,12 @@ class VARVQVAE(nn.Module):
             maps.append(t)
         return self.decoder(self.post_quant_conv(self.quantize.decode(maps))).clamp(-1.0, 1.0)
 
+    @torch.no_grad()
+    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
+        """``decode_tokens(encode_tokens(img))``: the tokenizer's round trip, ``(B, 3, H, W)`` in
+        [-1, 1] (VAR's ``img_to_reconstructed_img(img, last_one=True)``)."""
+        return self.decode_tokens(self.token_maps(img))
+
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Training: ``img`` in [-1, 1] -> (reconstruction, token maps, quantizer loss)."""
         f_hat, tokens, loss = self.quantize(self.latent(img))
