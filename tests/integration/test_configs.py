@@ -19,10 +19,19 @@ NEEDS_WEIGHTS = {
     ("backbone", "sd3_lora"): ["backbone.pretrained=tiny"],
     ("experiment", "coz_lora"): ["debug=tiny"],
     ("loss", "coz"): ["loss.lpips.random_backbone=true"],
-    # ITER's stage 2 needs stage 1's VQGAN (errors: tests/integration/test_iter.py).
+    # ITER's stage 2 needs stage 1's VQGAN (errors: tests/integration/test_vq_refiner_train.py).
     ("backbone", "vq_refiner"): ["backbone.vqgan_ckpt=null", "backbone.seed=0"],
+    ("experiment", "vq_refiner_x4"): ["debug=tiny_vq_refiner"],
+    ("debug", "tiny_vq_refiner"): ["experiment=vq_refiner_x4"],  # sizes for vq_refiner_x4*
+    # ITER as published: the frozen Swin-VQGAN of stage 1, LPIPS's VGG weights.
+    ("backbone", "iter"): ["backbone.vqgan_ckpt=null"],
+    ("loss", "iter_hq"): ["loss.lpips.random_backbone=true"],
+    ("loss", "iter_lq"): ["loss.lpips.random_backbone=true"],
+    ("experiment", "iter_hq_vqgan"): ["debug=tiny_iter"],
+    ("experiment", "iter_x2"): ["debug=tiny_iter"],
     ("experiment", "iter_x4"): ["debug=tiny_iter"],
-    ("debug", "tiny_iter"): ["experiment=iter_x4"],  # sizes for the vq_refiner experiments
+    ("experiment", "iter_x4_var"): ["debug=tiny_vq_refiner"],
+    ("debug", "tiny_iter"): ["experiment=iter_x4"],
     # GRPO of the prompt VLM: the tiny policy and critic (tests/integration/test_coz_grpo.py).
     ("experiment", "coz_grpo"): ["debug=tiny"],
     ("experiment", "coz_lora_gan"): ["debug=tiny"],

@@ -10,8 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from zoomsr.checkpoint import check_resume, read_checkpoint
+from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
-from zoomsr.runfolder import RunLock, is_rank_zero, write_text
+from zoomsr.runfolder import RunLock, is_rank_zero, remove_outputs, write_text
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 from zoomsr.tasks.preflight import check_values
 from zoomsr.tasks.resume import resolve_ckpt_path
@@ -77,6 +78,20 @@ def run(cfg: DictConfig) -> dict:
             lock.release()
 
 
+def claim_fresh_start(out: Path, overwrite: bool) -> None:
+    """A fresh run into a folder holding another run's checkpoints would mix the two (its
+    best-k bookkeeping, its last.ckpt): refuse, or with ``overwrite=true`` remove them."""
+    folder = out / "checkpoints"
+    if not any(folder.glob("*.ckpt")):
+        return
+    if not overwrite:
+        raise ZoomSRError(
+            f"out_dir '{out}' already holds a training run ({folder}): resume it with "
+            "ckpt_path=auto, pass overwrite=true to start over there, or choose a new out_dir."
+        )
+    remove_outputs(out, ["checkpoints"])
+
+
 def _fit(cfg: DictConfig, out: Path) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -95,9 +110,9 @@ def _fit(cfg: DictConfig, out: Path) -> dict:
         # nn.Module.compile() compiles in place and returns None (torch.compile(m) would
         # return a wrapper whose state-dict keys gain an "_orig_mod." prefix).
         module.backbone.compile()
-    if trainer.is_global_zero:
-        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
+    if ckpt_path is None and trainer.is_global_zero:
+        claim_fresh_start(out, bool(cfg.get("overwrite")))
     if ckpt_path is not None and cfg.get("grpo") is not None:  # the VLM adapter's checkpoint
         read_checkpoint(ckpt_path)
     elif ckpt_path is not None:
@@ -105,6 +120,8 @@ def _fit(cfg: DictConfig, out: Path) -> dict:
         # naming files outside this run, before Lightning reads it.
         check_resume(read_checkpoint(ckpt_path), module.backbone, cfg.backbone._target_,
                      ckpt_path, out / "checkpoints")  # fmt: skip
+    if trainer.is_global_zero:
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # weights_only: resuming never unpickles arbitrary objects.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
