@@ -83,6 +83,12 @@ def with_images(summary: dict, rows: list[dict], metrics: list[str]) -> dict:
     return out
 
 
+def scale_entries(summary: dict) -> dict:
+    """The per-scale entries (``"x4"``, ...) of a metrics.json, without ``"suite"`` (how the
+    numbers were computed) or any other record."""
+    return {k: v for k, v in summary.items() if k[:1] == "x" and k[1:].isdigit()}
+
+
 def _json_safe(obj):
     """NaN / inf -> None so metrics.json is strict JSON."""
     if isinstance(obj, dict):
@@ -123,7 +129,7 @@ def markdown_table(summary: dict, metrics: list[str], label: str | None = None) 
     With ``label`` a first column names the run (``zoomsr compare`` stacks several)."""
     head = ("| run " if label is not None else "") + "| scale | " + " | ".join(metrics)
     lines = [head + " | images |", "|---" * (len(metrics) + 2 + (label is not None)) + "|"]
-    for scale, entry in summary.items():
+    for scale, entry in scale_entries(summary).items():
         cells = [_fmt(m, entry.get(m)) for m in metrics]
         first = f"| {label} " if label is not None else ""
         lines.append(f"{first}| {scale} | " + " | ".join(cells) + f" | {entry['n_images']} |")
@@ -154,6 +160,7 @@ def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
     for ax, m in zip(axes[0], metrics):
         ax.set_xscale("log", base=2)  # before the ticks: setting the scale resets their labels
         for label, summary in runs.items():
+            summary = scale_entries(summary)
             scales = sorted(int(k[1:]) for k in summary)
             values = [summary[f"x{s}"].get(m) for s in scales]
             values = [np.nan if v is None else v for v in values]
@@ -206,7 +213,8 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     per run in each metric's panel) and compare.json, written to ``out``."""
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
-    runs = {lab: json.loads((d / "metrics.json").read_text()) for lab, d in zip(labels, dirs)}
+    runs = {lab: scale_entries(json.loads((d / "metrics.json").read_text()))
+            for lab, d in zip(labels, dirs)}  # fmt: skip
     skip = {"n_images", "images"}
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
