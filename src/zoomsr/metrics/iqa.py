@@ -79,7 +79,7 @@ def _load_dists(net: nn.Module) -> None:
     plus the learned ``alpha``/``beta`` layer weights (file 1)."""
     vgg = _read("dists", 0)
     state = {}
-    for key in net.state_dict():
+    for key, _ in net.named_parameters():  # not the L2-pooling filters (fixed buffers)
         stage, _, rest = key.partition(".")
         if stage.startswith("stage") and f"features.{rest}" in vgg:
             state[key] = vgg[f"features.{rest}"]
