@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,10 +26,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from zoomsr import runfolder
 from zoomsr.backbones.base import Backbone
-from zoomsr.data.io import IMAGE_EXTENSIONS, list_images, load_image, save_image
+from zoomsr.data.io import IMAGE_EXTENSIONS, check_size, list_images, load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
+from zoomsr.tasks import preflight
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
 from zoomsr.zoom.chain import ZoomChain, ZoomResult
 from zoomsr.zoom.full import FullImage
@@ -95,7 +98,7 @@ def write_chain(result: ZoomResult, folder: Path, meta: dict) -> None:
 
 def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict) -> list[str]:
     """Run the chain on one image and write its folder atomically (temporary name, rename)."""
-    partial = target.with_name(f".{target.name}.partial")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
@@ -105,8 +108,15 @@ def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    partial.rename(target)
+    runfolder.replace_folder(partial, target)
     return [str(target)]
+
+
+def _output_size(image: torch.Tensor, zoom: FullImage, backbone: Backbone | None):
+    """``(w, h)`` of the last output of whole-image SR of ``image`` ``(3, h, w)``."""
+    u = zoom.upscale or (backbone.scale if backbone is not None else 4)
+    m = u**zoom.steps
+    return image.shape[-1] * m, image.shape[-2] * m
 
 
 def full_image(zoom: FullImage, image: torch.Tensor, out: Path, stem: str, run_kw: dict):
@@ -135,25 +145,45 @@ def run(cfg: DictConfig) -> dict:
             failed (their finished neighbours stay written).
     """
     set_offline_defaults()
+    preflight.check_values(cfg, "infer")  # zoom.upscale/steps/process_size, scale (i11)
     zoom = build_zoom(cfg)
     files = input_files(cfg.input)
     out = output_dir(cfg)
+    with runfolder.open_run(  # lock + fingerprint of the job (i11)
+        out, runfolder.infer_job(cfg), bool(cfg.get("overwrite")), has_outputs(out, cfg)
+    ) as redo:
+        return _infer(cfg, zoom, files, out, redo)
+
+
+def has_outputs(out: Path, cfg: DictConfig) -> bool:
+    """True when ``out`` holds anything but zoomsr's and Hydra's own files."""
+    reserved = set(runfolder.reserved_names(str(cfg.get("task_name", "infer"))))
+    return any(p.name not in reserved for p in out.iterdir())
+
+
+def _infer(cfg: DictConfig, zoom, files: list[Path], out: Path, redo: bool) -> dict:
     device = resolve_device(cfg.device)
     backbone = load_inference_backbone(cfg, device) if zoom.needs_model else None
     prompt_source = build_prompt_source(cfg.get("prompt")) if zoom.needs_model else None
     run_kw = {"backbone": backbone, "prompt_fn": prompt_source, "device": device}
     outputs, skipped, failed = [], [], []
-    for path in tqdm(files, desc="images", unit="img", dynamic_ncols=True):
+    # Output names: unique even for x.png + x.jpg, never Hydra's or zoomsr's own (i11).
+    stems = runfolder.unique_names(files, runfolder.reserved_names(str(cfg.task_name)))
+    for path, stem in tqdm(list(zip(files, stems)), desc="images", unit="img"):
         if isinstance(zoom, FullImage):
-            targets = full_targets(zoom, backbone, out, path.stem)
+            targets = full_targets(zoom, backbone, out, stem)
         else:
-            targets = [out / path.stem]
-        if all(t.exists() for t in targets):  # finished by an earlier run
+            targets = [out / stem]
+        if not redo and all(runfolder.output_ok(t) for t in targets):  # done by an earlier run
             outputs += [str(t) for t in targets]
             continue
         try:
             image = load_image(path)
+            if isinstance(zoom, FullImage):
+                check_size(path, _output_size(image, zoom, backbone), "output of")
         except ZoomSRError as err:
+            if len(files) == 1 and not Path(cfg.input).expanduser().is_dir():
+                raise  # the one input given: an error, not a skip
             log.warning("skipping %s", err)
             skipped.append(str(path))
             continue
@@ -164,9 +194,9 @@ def run(cfg: DictConfig) -> dict:
         try:
             with names:
                 if isinstance(zoom, FullImage):
-                    outputs += full_image(zoom, image, out, path.stem, run_kw)
+                    outputs += full_image(zoom, image, out, stem, run_kw)
                 else:
-                    outputs += chain_image(zoom, image, out / path.stem, run_kw)
+                    outputs += chain_image(zoom, image, out / stem, run_kw)
         except ZoomSRError as err:
             log.error("%s: %s", path.name, err)
             failed.append(f"{path.name}: {err}")

@@ -32,6 +32,7 @@ from zoomsr.data.io import load_image, quantize, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog
+from zoomsr.runfolder import check_shave, features_ok, save_npz
 
 if TYPE_CHECKING:
     from zoomsr.zoom.chain import PromptFn
@@ -67,12 +68,12 @@ def _upscale(
 
 
 def _one_step_each(
-    ctx: EvalContext, rec: Recorder, scale: int, dataset, files: list, shave: int
+    ctx: EvalContext, rec: Recorder, scale: int, dataset, names: list[str], shave: int
 ) -> None:
-    """One backbone step on each image of ``dataset`` not yet recorded at ``scale`` (``files``
-    names them, in order), output rounded to 8 bits as when saved to PNG for the published
-    tables, scored against its HR with ``shave`` border pixels left out."""
-    todo = [i for i, f in enumerate(files) if not rec.done(scale, f.stem)]
+    """One backbone step on each image of ``dataset`` not yet recorded at ``scale`` (``names``
+    are their unique row names, in order), output rounded to 8 bits as when saved to PNG for
+    the published tables, scored against its HR with ``shave`` border pixels left out."""
+    todo = [i for i, name in enumerate(names) if not rec.done(scale, name)]
     if not todo:
         return
     backbone = ctx.make_backbone(scale).to(ctx.device)
@@ -115,6 +116,8 @@ class Recorder:
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
         self.results = ResultLog(ctx.out / "results.jsonl")
+        if ctx.suite.set_names:  # a row counts as done only with its features (i11)
+            self.results.keep(lambda r: features_ok(self._features_path(r["scale"], r["image"])))
         self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
@@ -133,6 +136,7 @@ class Recorder:
     ) -> None:
         """Queue one image: ``sr``/``hr`` ``(C, H, W)`` in [0, 1] (``hr`` None: no reference).
         FID uses ``fid_sr``/``fid_hr`` ``(N, C, h, w)`` when given (patches), else the images."""
+        check_shave(name, hr, shave)  # one line naming the image (i11)
         item = _Item(scale, name, sr, hr, shave, fid_sr, fid_hr, extra)
         queue = self.pending.setdefault(item.key, [])
         queue.append(item)
@@ -177,11 +181,12 @@ class Recorder:
         ]
         for item, group, ref in zip(items, as_set, refs):
             fs, fh = self._features(group), self._features(ref)
-            path = self.ctx.out / "features" / f"x{item.scale}" / f"{item.name}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
             arrays = {f"sr_{n}": v.numpy() for n, v in fs.items()}
             arrays |= {f"hr_{n}": v.numpy() for n, v in fh.items()}
-            np.savez(path, **arrays)
+            save_npz(self._features_path(item.scale, item.name), arrays)
+
+    def _features_path(self, scale: int, name: str) -> Path:
+        return self.ctx.out / "features" / f"x{scale}" / f"{name}.npz"
 
     def _save_panel(self, item: _Item) -> None:
         """``panels/x{s}/{image}.png``: SR | HR (SR alone without reference), 192 px high."""
@@ -238,7 +243,7 @@ class Benchmark:
         for scale in ctx.scales:
             dataset = ctx.data.benchmark_dataset(scale)
             shave = self.shave if self.shave is not None else scale
-            _one_step_each(ctx, rec, scale, dataset, dataset.files, shave)
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, shave)
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
@@ -275,7 +280,7 @@ class ZoomFull:
         for scale in ctx.scales:
             steps = _steps(scale, self.upscale)
             dataset = ctx.data.benchmark_dataset(scale)
-            todo = [i for i, f in enumerate(dataset.files) if not rec.done(scale, f.stem)]
+            todo = [i for i, n in enumerate(dataset.names) if not rec.done(scale, n)]
             if not todo:
                 continue
             backbone = backbone or ctx.make_backbone(self.upscale).to(ctx.device)
@@ -321,7 +326,7 @@ class Paired:
         scales = ctx.scales if self.scale is None else [self.scale]
         for scale in scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
-            _one_step_each(ctx, rec, scale, dataset, dataset.hr_files, self.shave)
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave)
         return [r for r in rec.results.rows if r["scale"] in scales]
 
 
@@ -417,10 +422,11 @@ class ZoomCenter:
         steps = max(_steps(s, self.upscale) for s in ctx.scales)
         chain = self._chain(steps)
         rec = Recorder(ctx)
-        files = ctx.data.benchmark_dataset(1).files
+        listing = ctx.data.benchmark_dataset(1)
         backbone = None
-        for f in tqdm(files, desc="zoom_center", unit="img", dynamic_ncols=True):
-            if all(rec.done(s, f.stem) for s in ctx.scales):
+        for f, name in tqdm(zip(listing.files, listing.names), desc="zoom_center", unit="img",
+                            total=len(listing.files), dynamic_ncols=True):  # fmt: skip
+            if all(rec.done(s, name) for s in ctx.scales):
                 continue
             if chain.needs_model and backbone is None:
                 backbone = ctx.make_backbone(self.upscale).to(ctx.device)
@@ -429,7 +435,7 @@ class ZoomCenter:
             start = self._to_p(square)
             for step in chain.iter_steps(start, backbone, ctx.prompt_fn, ctx.device):
                 mag = self.upscale**step.index
-                if mag not in ctx.scales or rec.done(mag, f.stem):
+                if mag not in ctx.scales or rec.done(mag, name):
                     continue
                 sr = quantize(step.output.to(ctx.device))
                 fid_hr = (
@@ -437,6 +443,6 @@ class ZoomCenter:
                 )
                 fid_sr = patches(sr, self.fid_patch) if ctx.suite.set_names else None
                 ref = self._reference(square, step.box)
-                rec.add(mag, f.stem, sr, ref, 0, fid_sr, fid_hr)
+                rec.add(mag, name, sr, ref, 0, fid_sr, fid_hr)
         rec.flush()
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
