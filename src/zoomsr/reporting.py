@@ -315,19 +315,38 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``zoomsr compare RUN_DIR... [--out DIR] [--labels A B ...]``."""
+    """``zoomsr compare RUN_DIR... [--out DIR] [--labels A B ...] [--published ROW]``."""
     parser = argparse.ArgumentParser(
         prog="zoomsr compare",
         description="Put several evaluation runs (folders with metrics.json, or a multirun "
-        "folder) in one Markdown table and one plot of each metric against scale.",
+        "folder) in one Markdown table and one plot of each metric against scale; with "
+        "--published, each run beside a published row, differences marked.",
     )
-    parser.add_argument("runs", nargs="+", help="evaluation output folders")
+    parser.add_argument("runs", nargs="*", help="evaluation output folders")
     parser.add_argument("--out", default=".", help="where compare.md/png/json go (default .)")
     parser.add_argument("--labels", nargs="+", help="a name per run (default: its overrides)")
+    parser.add_argument("--published", metavar="ROW", help="a published row, e.g. osediff_drealsr")
+    parser.add_argument("--published-file", metavar="YAML", help="rows of your own (same layout)")
+    parser.add_argument("--list-published", action="store_true", help="list the rows and exit")
     args = parser.parse_args(argv)
     from zoomsr.errors import ZoomSRError
+    from zoomsr.metrics import published
 
     try:
+        if args.list_published:
+            for name, row in published.load_rows(args.published_file).items():
+                print(f"{name}: {row['method']}, x{row['scale']}, suite {row.get('suite')}")
+            return 0
+        if not args.runs:
+            parser.error("give at least one evaluation output folder")
+        if args.published:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            tables = [published.compare_row(run, args.published, args.published_file)
+                      for run in args.runs]  # fmt: skip
+            (out / "published.md").write_text("\n".join(tables))
+            print("\n".join(tables) + f"\n[zoomsr] {out / 'published.md'}")
+            return 0
         paths = compare(args.runs, Path(args.out), args.labels)
     except ZoomSRError as err:
         print(f"zoomsr error: {err}")

@@ -135,3 +135,30 @@ def test_bare_metric_list_still_works_on_the_command_line(bench, tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert abs(saved["x4"]["psnr_y"] - PUBLISHED_BICUBIC[("Set5", 4)][0]) <= 0.02
     assert saved["suite"]["metrics"] == ["psnr_y"]
+
+
+def test_compare_puts_a_run_beside_a_published_row(compose_cfg, bench, tmp_path, capsys):
+    from zoomsr import reporting
+
+    _evaluate(compose_cfg, tmp_path / "run", f"data.hr_dir={bench / 'Set5' / 'HR'}",
+              "scales=[4]")  # fmt: skip
+    assert reporting.main([str(tmp_path / "run"), "--published", "bicubic_set5_x4",
+                           "--out", str(tmp_path)]) == 0  # fmt: skip
+    table = (tmp_path / "published.md").read_text()
+    assert "run suite: default; row suite: default\n" in table and "EDSR" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[5:]}
+    assert rows["psnr_y"].split("|")[3].strip() == "28.42" and rows["psnr_y"].endswith("| = |")
+    assert rows["ssim_y"].endswith("| = |")
+
+    # a row of one's own, off by 0.5 dB and under another suite: marked, and said so
+    (tmp_path / "rows.yaml").write_text(
+        "mine:\n  method: Mine\n  suite: osediff\n  scale: 4\n  source: my table\n"
+        "  metrics: {psnr_y: 28.93, lpips: 0.2}\n"
+    )
+    code = reporting.main([str(tmp_path / "run"), "--published", "mine", "--published-file",
+                           str(tmp_path / "rows.yaml"), "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "different conventions: not comparable" in out
+    assert "| psnr_y | 28.4290 | 28.93 | -0.5010 | worse |" in out
+    assert "| lpips | – | 0.2 | – | not in run |" in out
+    assert reporting.main([str(tmp_path / "run"), "--published", "nope"]) == 2
