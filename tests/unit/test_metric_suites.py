@@ -224,3 +224,17 @@ def test_clean_fid_features_equal_pyiqa_folder_features(tmp_path):
     got = fid.features(images)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
     assert fid.set_distance(got, got) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow  # CLIP RN50 with its text transformer, full size
+def test_clipiqa_random_rn50_through_the_real_class():
+    from zoomsr.metrics.iqa import PyiqaMetric, build_pyiqa
+
+    torch.manual_seed(0)
+    model = build_pyiqa("clipiqa", pretrained=False)
+    assert type(model.net).__name__ == "CLIPIQA"
+    assert type(model.net.clip_model[0].visual).__name__ == "ModifiedResNet"  # RN50's trunk
+    metric = PyiqaMetric("clipiqa", model=model)
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    single = torch.cat([metric(x[i : i + 1]) for i in range(2)])
+    np.testing.assert_allclose(metric(x).numpy(), single.numpy(), rtol=1e-5)

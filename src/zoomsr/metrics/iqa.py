@@ -61,6 +61,28 @@ def _no_imagenet_download() -> Iterator[None]:
         timm.create_model, torchvision.models.vgg16 = create_model, vgg16
 
 
+@contextlib.contextmanager
+def _random_clip() -> Iterator[None]:
+    """CLIP-IQA loads OpenAI's RN50 from one TorchScript file; for ``pretrained=False`` build
+    the same ``CLIP`` class (pyiqa's copy) with RN50's sizes, randomly initialised."""
+    import pyiqa.archs.clipiqa_arch as clipiqa
+    from pyiqa.archs.clip_model import CLIP
+
+    def rn50(name: str, device: str = "cpu", *args, **kwargs) -> nn.Module:
+        if name != "RN50":
+            raise ZoomSRError(f"random CLIP-IQA is built for RN50 only, not {name}.")
+        # RN50: embed 1024, 224 px, ResNet (3, 4, 6, 3) width 64; text 77 tokens, 49408 words,
+        # a 12-layer width-512 transformer with 8 heads (OpenAI CLIP, Radford et al. 2021)
+        return CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12).to(device).eval()
+
+    original = clipiqa.load
+    clipiqa.load = rn50
+    try:
+        yield
+    finally:
+        clipiqa.load = original
+
+
 def _read(metric: str, index: int = 0) -> dict:
     path = weight_path(metric, index)
     try:
@@ -97,8 +119,6 @@ def build_pyiqa(name: str, device: torch.device | str = "cpu", pretrained: bool 
     ``pretrained=False`` keeps the learned networks randomly initialised (tests, benchmarks);
     NIQE always reads its parameter file.
     """
-    if name == "clipiqa" and not pretrained:
-        raise ZoomSRError("clipiqa has no random-initialised mode (its CLIP is one file).")
     if pretrained or name == "niqe":
         check_weights([name])
     import pyiqa
@@ -108,7 +128,8 @@ def build_pyiqa(name: str, device: torch.device | str = "cpu", pretrained: bool 
         kwargs = {"pretrained_model_path": str(weight_path("niqe"))}
     elif name.startswith("topiq"):
         kwargs["backbone_pretrain"] = False  # the checkpoint holds the ResNet-50 too
-    with _no_imagenet_download():
+    guard = _random_clip() if name == "clipiqa" and not pretrained else contextlib.nullcontext()
+    with _no_imagenet_download(), guard:
         model = pyiqa.create_metric(PYIQA_NAMES[name][0], device=torch.device(device), **kwargs)
     if pretrained and name in _ONE_FILE:
         model.net.load_state_dict(_read(name), strict=True)
