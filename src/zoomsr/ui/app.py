@@ -401,6 +401,9 @@ class ZoomUI:
             self.choice(backbone), hr, req / "out", str(protocol), scale_list, list(metrics),
             _int(process_size, "process size"), self.device,
         )  # fmt: skip
+        from zoomsr.reporting import scale_entries
+
+        result = scale_entries(result)  # the per-scale rows, not the "suite" record
         names = [m for m in result[next(iter(result))] if m != "images"]
         rows = [[scale] + [_fmt(result[scale].get(m)) for m in names] for scale in result]
         archive = shutil.make_archive(str(req / "zoomsr_eval"), "zip", root_dir=req / "out")

@@ -416,7 +416,7 @@ def run_evaluation(
     values: dict = {
         "data": {"hr_dir": str(hr_dir), "num_workers": 0},
         "scales": [int(s) for s in scales],
-        "metrics": list(metrics),
+        "metrics": {"names": list(metrics)},  # the default suite with these metrics
         "out_dir": str(out_dir),
         "device": device,
     }
