@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from zoomsr import runfolder
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
-from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite
+from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite, suite_from_config
 from zoomsr.prompts import build_prompt_source
-from zoomsr.reporting import summarize, with_images, write_reports
+from zoomsr.reporting import scale_entries, summarize, with_images, write_reports
 from zoomsr.tasks import distributed, preflight
 from zoomsr.tasks.common import (
     build_loggers,
@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
     preflight.check_values(cfg, "evaluate")  # scales, scale, protocol values (i11)
     device = resolve_device(cfg.device)
     # Metric names and weight files first: a missing file fails here, in milliseconds.
-    suite = MetricSuite(list(cfg.metrics), device=device)
+    suite = suite_from_config(cfg.metrics, device)
     protocol = instantiate(cfg.protocol)
     out = output_dir(cfg)
     with runfolder.open_run(  # lock + fingerprint of the job (i11)
@@ -122,6 +122,7 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
         summary[f"x{scale}"].update(values)
     columns = suite.names + suite.set_names
     result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
+    result["suite"] = suite.conventions()  # how every number was computed
     paths = write_reports(out, rows, result, columns)
     result = json.loads(paths["json"].read_text())  # NaN -> None, exactly as saved
     _log_to_loggers(cfg, out, result, rows, columns)
@@ -177,7 +178,7 @@ def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict],
     loggers = build_loggers(cfg, out)
     flat = {
         f"eval/{scale}/{m}": v
-        for scale, entry in summary.items()
+        for scale, entry in scale_entries(summary).items()
         for m, v in entry.items()
         if m != "images" and v is not None
     }
@@ -193,7 +194,7 @@ def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict],
 def _wandb_panels(lg, out: Path, summary: dict, rows: list[dict], image_metrics, metrics):
     import wandb
 
-    scales = sorted(int(k[1:]) for k in summary)
+    scales = sorted(int(k[1:]) for k in scale_entries(summary))
     for s in scales:
         group = [r for r in rows if r["scale"] == s]
         lg.log_table(

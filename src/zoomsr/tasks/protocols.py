@@ -84,7 +84,8 @@ def _one_step_each(
         item = dataset[i]
         with torch.no_grad():
             lr = item["lr"][None].to(ctx.device)
-            sr = quantize(_upscale(backbone, lr, ctx.prompt_fn))[0]
+            # the suite's colour fix and 8-bit rounding (metrics.align, metrics.round_8bit)
+            sr = ctx.suite.prepare(_upscale(backbone, lr, ctx.prompt_fn), lr)[0]
         rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
     rec.flush()
 
@@ -318,10 +319,12 @@ class Paired:
     Args:
         shave: border pixels left out of the full-reference metrics (default 0, as the
             real-SR papers' pyiqa-based evaluations do).
+        scale: the pairs' factor, the one scale evaluated (the StableSR/OSEDiff test crops:
+            4); None evaluates every entry of ``scales``.
     """
 
-    def __init__(self, shave: int = 0) -> None:
-        self.shave = shave
+    def __init__(self, shave: int = 0, scale: int | None = None) -> None:
+        self.shave, self.scale = shave, scale
 
     def run(self, ctx: EvalContext) -> list[dict]:
         from zoomsr.data.datasets import PairedFolderDataset
@@ -329,10 +332,11 @@ class Paired:
         if getattr(ctx.data, "lr_dir", None) is None:
             raise ZoomSRError("protocol=paired needs data.lr_dir (the real LR images).")
         rec = Recorder(ctx)
-        for scale in ctx.scales:
+        scales = ctx.scales if self.scale is None else [self.scale]
+        for scale in scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
             _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave)
-        return [r for r in rec.results.rows if r["scale"] in ctx.scales]
+        return [r for r in rec.results.rows if r["scale"] in scales]
 
 
 def patches(img: torch.Tensor, size: int) -> torch.Tensor | None:
