@@ -11,7 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoomsr.checkpoint import check_resume, read_checkpoint
 from zoomsr.errors import ZoomSRError
-from zoomsr.modules.sr_module import SRModule
 from zoomsr.prompts import build_prompt_source
 from zoomsr.runfolder import RunLock, is_rank_zero, remove_outputs, write_text
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
@@ -21,9 +20,13 @@ from zoomsr.tasks.resume import resolve_ckpt_path
 log = logging.getLogger("zoomsr")
 
 
-def build_module(cfg: DictConfig) -> SRModule:
+def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of ``cfg``: backbone, loss terms, optimizer, scheduler and the
-    optional prompt source (``prompt=``)."""
+    optional prompt source (``prompt=``); with a ``grpo`` node (``experiment=coz_grpo``) the
+    prompt VLM's GRPO module instead, which trains no SR backbone."""
+    if cfg.get("grpo") is not None:
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        return instantiate(cfg.grpo.module, optimizer=instantiate(cfg.optim), scheduler=scheduler)
     backbone = instantiate(cfg.backbone)
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -39,6 +42,8 @@ def build_module(cfg: DictConfig) -> SRModule:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    if cfg.get("grpo") is not None:  # view pairs of zoom chains (zoomsr.data.zoom_views)
+        return instantiate(cfg.grpo.data, seed=cfg.seed)
     degradation = instantiate(cfg.degradation) if cfg.get("degradation") else None
     return instantiate(cfg.data, degradation=degradation, seed=cfg.seed)
 
@@ -108,7 +113,9 @@ def _fit(cfg: DictConfig, out: Path) -> dict:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
     if ckpt_path is None and trainer.is_global_zero:
         claim_fresh_start(out, bool(cfg.get("overwrite")))
-    if ckpt_path is not None:
+    if ckpt_path is not None and cfg.get("grpo") is not None:  # the VLM adapter's checkpoint
+        read_checkpoint(ckpt_path)
+    elif ckpt_path is not None:
         # A clear error for a missing or unsafe file, another architecture, or callback state
         # naming files outside this run, before Lightning reads it.
         check_resume(read_checkpoint(ckpt_path), module.backbone, cfg.backbone._target_,
