@@ -110,3 +110,12 @@ def test_grpo_loss_clips_the_ratio_and_adds_the_kl():
     k3 = torch.exp(torch.tensor(-1.0)) + 1 - 1
     assert stats3["kl"].item() == pytest.approx(k3.item())
     assert loss3.item() == pytest.approx(0.5 * k3.item())
+
+
+def test_views_need_the_two_view_chain(tmp_path):
+    from zoomsr.data.zoom_views import ZoomViewPairs
+    from zoomsr.errors import ZoomSRError
+    from zoomsr.zoom.chain import ZoomChain
+
+    with pytest.raises(ZoomSRError, match="rec_type=recursive_multiscale"):
+        ZoomViewPairs(str(tmp_path), ZoomChain(rec_type="recursive", steps=1, process_size=16))

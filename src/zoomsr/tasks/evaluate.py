@@ -24,7 +24,7 @@ from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite, suite_from_config
 from zoomsr.prompts import build_prompt_source
 from zoomsr.reporting import scale_entries, summarize, with_images, write_reports
-from zoomsr.tasks import preflight
+from zoomsr.tasks import distributed, preflight
 from zoomsr.tasks.common import (
     build_loggers,
     close_wandb,
@@ -107,26 +107,16 @@ def has_results(out: Path) -> bool:
 
 
 def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) -> dict:
-    torch.manual_seed(cfg.seed)
-    data = instantiate(cfg.data)
-    trained = None
-    if cfg.get("ckpt"):
-        from zoomsr.checkpoint import load_backbone
-
-        trained = load_backbone(cfg.ckpt, device=device)
-    scales = preflight.default_scales(cfg, trained, data)
-    ctx = EvalContext(
-        backbone_factory(cfg, device, trained, scales),
-        data,
-        scales,
-        suite,
-        out,
-        device,
-        batch_size=int(cfg.get("batch_size", 8)),
-        save_images=bool(cfg.get("save_images", False)),
-        prompt_fn=build_prompt_source(cfg.get("prompt")),
-    )
-    rows = protocol.run(ctx)
+    shard = distributed.begin(cfg, out, device)  # devices=N: this rank's share (else None)
+    failed = True
+    try:
+        ctx = _context(cfg, shard.device(device) if shard else device, suite, out, shard)
+        rows = distributed.gather_rows(shard, out, protocol.run(ctx))  # None on ranks > 0
+        failed = False
+    finally:
+        distributed.end(shard, failed)
+    if rows is None:
+        return {}  # rank 0 writes the summary
     summary = summarize(rows, suite.names)
     for scale, values in set_metrics(ctx, rows).items():
         summary[f"x{scale}"].update(values)
@@ -139,6 +129,30 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
     log.info("metrics:\n%s", paths["markdown"].read_text())
     print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
     return result
+
+
+def _context(cfg: DictConfig, device, suite: MetricSuite, out: Path, shard) -> EvalContext:
+    torch.manual_seed(cfg.seed)
+    suite.device = device  # metric networks are built on first use, on this rank's device
+    data = instantiate(cfg.data)
+    trained = None
+    if cfg.get("ckpt"):
+        from zoomsr.checkpoint import load_backbone
+
+        trained = load_backbone(cfg.ckpt, device=device)
+    scales = preflight.default_scales(cfg, trained, data)
+    return EvalContext(
+        backbone_factory(cfg, device, trained, scales),
+        data,
+        scales,
+        suite,
+        out,
+        device,
+        batch_size=int(cfg.get("batch_size", 8)),
+        save_images=bool(cfg.get("save_images", False)),
+        prompt_fn=build_prompt_source(cfg.get("prompt")),
+        shard=shard,
+    )
 
 
 def benchmark(

@@ -35,6 +35,7 @@ from zoomsr.reporting import ResultLog
 from zoomsr.runfolder import check_shave, features_ok, save_npz
 
 if TYPE_CHECKING:
+    from zoomsr.tasks.distributed import Shard
     from zoomsr.zoom.chain import PromptFn
 
 
@@ -53,6 +54,8 @@ class EvalContext:
     save_images: bool = False
     #: the prompt source of text-conditioned backbones (``prompt=``); None: no prompts
     prompt_fn: PromptFn | None = None
+    #: this process's share of the images in a distributed evaluation (None: all of them)
+    shard: Shard | None = None
 
 
 def _upscale(
@@ -115,13 +118,19 @@ class Recorder:
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
-        self.results = ResultLog(ctx.out / "results.jsonl")
+        shard = ctx.shard  # distributed: this rank's rows go to its own file (tasks.distributed)
+        self.results = (
+            ResultLog(ctx.out / "results.jsonl") if shard is None else shard.result_log(ctx.out)
+        )
         if ctx.suite.set_names:  # a row counts as done only with its features (i11)
             self.results.keep(lambda r: features_ok(self._features_path(r["scale"], r["image"])))
         self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
-        return self.results.done(scale, name)
+        """Whether ``(scale, name)`` needs no work here: recorded, or another rank's image.
+        Protocols ask this of every image, in their order, before computing it."""
+        other_rank = self.ctx.shard is not None and not self.ctx.shard.owns(name)
+        return other_rank or self.results.done(scale, name)
 
     def add(
         self,
