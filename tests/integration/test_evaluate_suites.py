@@ -125,6 +125,7 @@ def test_osediff_without_weights_fails_in_seconds_one_line_per_file(tmp_path):
     assert elapsed < 60  # start-up only: nothing is built or read (seconds on an idle machine)
 
 
+@pytest.mark.slow  # a fresh interpreter runs a whole evaluation (the rewrite: a unit test)
 def test_bare_metric_list_still_works_on_the_command_line(bench, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), "metrics=[psnr_y]", "scales=[4]",
