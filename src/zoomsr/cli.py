@@ -21,7 +21,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "zoomsr.interop.sr3",
         "Janspiry's released SR3 checkpoint -> a zoomsr checkpoint",
     ),
+    "import-spandrel": (
+        "zoomsr.interop.spandrel",
+        "a network spandrel detects -> a zoomsr checkpoint",
+    ),
+    "import-var": (
+        "zoomsr.interop.var",
+        "VAR's released VQVAE tokenizer -> zoomsr tokenizer files",
+    ),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
+    "ui": ("zoomsr.ui.__main__", "web UI: Chain-of-Zoom in the browser (127.0.0.1:7860)"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -69,7 +70,6 @@ class SRModule(pl.LightningModule):
         self.prompt_source = prompt_source  # a submodule: it follows the device, never trains
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._panel: list[torch.Tensor] = []
-        self._ema_ctx = None
         self.codebook = CodebookUsage(codebook_size, codebook_window) if codebook_size else None
 
     def prompts(self, batch: dict) -> list[str] | None:
@@ -119,14 +119,14 @@ class SRModule(pl.LightningModule):
     # -- validation: sample with the EMA weights -------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._panel = []
-        if self.ema is not None:
-            self._ema_ctx = self.ema.applied()
-            self._ema_ctx.__enter__()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]
         # A fixed seed per image: validation curves show the model, not the sampler's luck.
-        with torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
+        # The EMA weights are in only while the step samples, restored whatever happens (an
+        # exception in validation leaves the training weights in place).
+        ema = self.ema.applied() if self.ema is not None else nullcontext()
+        with ema, torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
             torch.manual_seed(batch_idx)
             sr = quantize(self.backbone.upscale(lr, prompts=self.prompts(batch)).float())
         s = self.backbone.scale
@@ -138,9 +138,6 @@ class SRModule(pl.LightningModule):
             self._panel.append(torch.cat([up[0], sr[0], hr[0].float()], dim=-1).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if self._ema_ctx is not None:
-            self._ema_ctx.__exit__(None, None, None)
-            self._ema_ctx = None
         if self._panel and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._log_panel()
 
