@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e ".[dev]" torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet --no-deps pyiqa==0.1.16
+	# TOPIQ (pyiqa's topiq_arch) imports facexlib at import time; its deps are already here
+	$(BIN)/pip install --quiet --no-deps facexlib==0.3.0 filterpy==2.0.0
 	# gradio caps pillow<13; the pinned pillow 13 works with it (its other deps: pyproject.toml)
 	$(BIN)/pip install --quiet --no-deps gradio==6.31.0
 	touch $(STAMP)

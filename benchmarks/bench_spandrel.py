@@ -105,7 +105,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="P: the chain's working square")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in build_models(Path(tmp)).items():
@@ -116,8 +119,9 @@ def main() -> None:
                 f"{r['chain'] * 1e3:.1f} ({r['chain'] / r['bare']:.3f}x) | "
                 f"{'yes' if r['same'] else 'NO'} |"
             )
+    threads = f" --threads {args.threads}" if args.threads else ""
     print(f"- command: `python benchmarks/bench_spandrel.py --size {args.size} --repeats "
-          f"{args.repeats} --device {args.device}`")  # fmt: skip
+          f"{args.repeats} --device {args.device}{threads}`")  # fmt: skip
     print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"- machine: {platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), device `{args.device}`")  # fmt: skip

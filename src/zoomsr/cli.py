@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "zoomsr.interop.sr3",
         "Janspiry's released SR3 checkpoint -> a zoomsr checkpoint",
     ),
+    "import-spandrel": (
+        "zoomsr.interop.spandrel",
+        "a network spandrel detects -> a zoomsr checkpoint",
+    ),
     "import-var": (
         "zoomsr.interop.var",
         "VAR's released VQVAE tokenizer -> zoomsr tokenizer files",

@@ -53,6 +53,7 @@ def test_every_group_of_style_guide_exists():
         "hydra",
         "module",
         "degradation",
+        "metrics",
     }
     assert expected <= set(GROUPS)
 
@@ -80,6 +81,9 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         cfg = compose_cfg("evaluate", overrides)
         assert hasattr(instantiate(cfg.protocol), "run")
         return
+    if group == "metrics":  # composed by evaluate.yaml; learned metrics need weights
+        _metric_suite(compose_cfg, overrides, tmp_path)
+        return
     if group == "hparams_search":  # sets the sweeper and the metric it optimizes
         cfg = compose_cfg("train", [*overrides, "experiment=quickstart"])
         assert cfg.optimized_metric.startswith("val/")
@@ -95,6 +99,10 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     cfg = compose_cfg("train", overrides)
     if OmegaConf.is_missing(cfg.data, "hr_dir"):  # the one required value of data=folder
         cfg = compose_cfg("train", [*overrides, f"data.hr_dir={tmp_path}"])
+    if OmegaConf.is_missing(cfg.data, "root"):  # the StableSR test crops' folder
+        for sub in ("test_LR", "test_HR"):
+            (tmp_path / "crops" / sub).mkdir(parents=True)
+        cfg = compose_cfg("train", [*overrides, f"data.root={tmp_path / 'crops'}"])
     node = cfg if group in ("experiment", "debug", "debug_experiment") else cfg[group]
     {
         "data": lambda: build_datamodule(cfg),
@@ -113,6 +121,30 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
         "debug": lambda: _whole_pipeline(cfg),
         "debug_experiment": lambda: _whole_pipeline(cfg),
     }[group]()
+
+
+def _metric_suite(compose_cfg, overrides, tmp_path):
+    """Every suite builds; without weight files one line names each missing file."""
+    from zoomsr.errors import ZoomSRError
+    from zoomsr.metrics.suite import FULL_REFERENCE, suite_from_config, weight_key
+    from zoomsr.metrics.weights import METRIC_WEIGHTS
+
+    names = list(compose_cfg("evaluate", overrides).metrics.names)
+    fidelity = [n for n in names if n in FULL_REFERENCE]
+    learned = [n for n in names if n not in FULL_REFERENCE]
+    if fidelity:
+        cfg = compose_cfg("evaluate", [*overrides, f"metrics.only=[{','.join(fidelity)}]"])
+        assert suite_from_config(cfg.metrics).names == fidelity
+    if learned:
+        cfg = compose_cfg("evaluate", [*overrides, f"metrics.only=[{','.join(learned)}]"])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TORCH_HOME", str(tmp_path / "empty"))
+            with pytest.raises(ZoomSRError) as err:
+                suite_from_config(cfg.metrics)
+        lines = str(err.value).splitlines()
+        for metric in learned:
+            for f in METRIC_WEIGHTS[weight_key(metric, cfg.metrics.fid)]:
+                assert sum(f"'{f.name}' not found at" in line for line in lines) == 1, metric
 
 
 def _whole_pipeline(cfg):

@@ -49,6 +49,7 @@ class Server:
             "GRADIO_ANALYTICS_ENABLED": "False",
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
+            "ZOOMSR_ROOT": str(tmp),  # the prompt cache (data/) lands here, not in the repo
         }
         cmd = [sys.executable, "-m", "zoomsr.ui", "--port", str(self.port)]
         cmd += ["--runs", str(tmp / "no_runs"), "--device", "cpu", *args]
@@ -145,9 +146,20 @@ def test_zoom_endpoint_bicubic_equals_infer(client, compose_cfg, photo, tmp_path
     assert ui_prompts == (folder / "prompts.json").read_bytes()
 
 
-def test_zoom_endpoint_trained_sr3_equals_infer(client, compose_cfg, sr3_ckpt, photo, tmp_path):  # noqa: F811
+def test_zoom_endpoint_trained_sr3_equals_infer(
+    client,
+    server,
+    compose_cfg,
+    sr3_ckpt,  # noqa: F811
+    photo,
+    tmp_path,
+):
     settings = dict(backbone=str(sr3_ckpt), process_size=32, steps=2, memory="swap", seed=1)
     final, steps, prompts, *_ = zoom(client, photo, rec_type="recursive", **settings)
+    again = zoom(client, photo, rec_type="recursive", **settings)
+    assert torch.equal(load_image(again[0]), load_image(final))  # same seed, same pixels
+    loads = [ln for ln in server.log.read_text().splitlines() if "loaded backbone" in ln]
+    assert sum(str(sr3_ckpt) in ln for ln in loads) == 1, loads  # loaded once, kept
     assert [load_image(s["image"]).shape for s in steps] == [(3, 32, 32)] * 3
     assert [s["magnification"] for s in prompts["steps"]] == [1, 4, 16]  # the ckpt's x4
     assert prompts["steps"][1]["box"] == [0.375, 0.375, 0.625, 0.625]
@@ -192,6 +204,112 @@ def test_errors_are_messages_and_the_server_keeps_serving(client, server, photo,
     # after a x2 bicubic run (first test), the cached x4 one: 16 px -> 64 px
     assert load_image(final).shape == (3, 64, 64)
     assert server.proc.poll() is None
+
+
+def test_rerun_with_an_edited_prompt_keeps_earlier_steps(client, photo):
+    settings = dict(process_size=64, upscale=2, steps=3, user_prompt="a cup")
+    first = zoom(client, photo, **settings)
+    rows = first[5]["data"]
+    assert [r[3] for r in rows] == ["a cup"] * 3
+    rows[1][3] = "latte art"  # step 2 edited in the table
+    from gradio_client import handle_file
+
+    again = client.predict(
+        image=handle_file(str(photo)), edited_prompts={"headers": first[5]["headers"],
+        "data": rows}, api_name="/rerun", **settings,
+    )  # fmt: skip
+    # steps 1-2 take the table's text, step 3 asks the source again
+    assert [s["prompts"] for s in again[2]["steps"][1:]] == [["a cup"], ["latte art"], ["a cup"]]
+    assert torch.equal(load_image(again[1][1]["image"]), load_image(first[1][1]["image"]))
+
+
+@pytest.mark.slow
+def test_zoom_with_a_local_vlm(client, photo, tmp_path):
+    from zoomsr.prompts.tiny import write_tiny_vlm
+
+    vlm = write_tiny_vlm(tmp_path / "tiny_vlm")
+    kw = dict(process_size=64, steps=2, prompt_type="vlm", vlm_model=str(vlm), user_prompt="hq")
+    first = zoom(client, photo, rec_type="recursive_multiscale", **kw)
+    prompts = [s["prompts"][0] for s in first[2]["steps"][1:]]
+    assert all(p.endswith(", hq,") and len(p) > 5 for p in prompts)  # "{generated}, {user},"
+    second = zoom(client, photo, rec_type="recursive_multiscale", **kw)  # model kept, cached
+    assert [s["prompts"][0] for s in second[2]["steps"][1:]] == prompts
+
+
+@pytest.mark.slow
+def test_tiny_sd3_lora_prompts_reach_the_model(compose_cfg, photo, tmp_path):
+    """The text-conditioned backbone: the UI equals infer.py, and an edited step-2 prompt
+    changes step 2 on and leaves step 1 as it was."""
+    from gradio_client import Client, handle_file
+
+    cfg = compose_cfg(
+        "train",
+        [
+            "experiment=coz_lora", "debug=tiny", "trainer.max_steps=1", "logger=csv",
+            "trainer.enable_progress_bar=false", f"data.root={tmp_path / 'photos'}",
+            f"out_dir={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    from zoomsr.tasks import train
+
+    ckpt = train.run(cfg)["last_ckpt"]
+    srv = Server(tmp_path, "--ckpt", ckpt)
+    try:
+        client = Client(srv.url, verbose=False)
+        settings = dict(
+            backbone=ckpt, rec_type="recursive", process_size=64, steps=2, user_prompt="a cup"
+        )
+        first = zoom(client, photo, **settings)
+        infer.run(
+            compose_cfg(
+                "infer",
+                [
+                    f"input={photo}",
+                    f"out_dir={tmp_path / 'cli'}",
+                    f"ckpt={ckpt}",
+                    "device=cpu",
+                    "zoom.rec_type=recursive",
+                    "zoom.process_size=64",
+                    "zoom.steps=2",
+                    "prompt=manual",
+                    "prompt.user_text='a cup'",
+                ],
+            )  # fmt: skip
+        )
+        assert torch.equal(
+            load_image(first[0]), load_image(tmp_path / "cli" / "coffee" / "step2_output.png")
+        )
+        rows = first[5]["data"]
+        rows[1][3] = "a field of sunflowers"
+        again = client.predict(
+            image=handle_file(str(photo)), edited_prompts={"headers": first[5]["headers"],
+            "data": rows}, api_name="/rerun", **settings,
+        )  # fmt: skip
+        step = (
+            [load_image(s["image"]) for s in first[1]],
+            [load_image(s["image"]) for s in again[1]],
+        )
+        assert torch.equal(step[0][1], step[1][1])  # step 1: same prompt, same pixels
+        assert not torch.equal(step[0][2], step[1][2])  # step 2: the new prompt
+    finally:
+        srv.stop()
+
+
+def test_out_of_memory_is_a_message_naming_what_to_lower():
+    import gradio as gr
+
+    from zoomsr.ui.app import in_page_terms, shown_errors
+
+    @shown_errors
+    def allocate():
+        return torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: a real allocation failure
+
+    with pytest.raises(gr.Error, match="out of memory: lower 'process size'"):
+        allocate()
+    message = "use fewer zoom.steps or a larger zoom.process_size; set prompt.base_url=<url>"
+    assert in_page_terms(message) == (
+        "use fewer 'steps' or a larger 'process size'; set 'remote VLM base URL' to <url>"
+    )
 
 
 def test_batch_zip_writes_the_infer_folder(client, photo, tmp_path):

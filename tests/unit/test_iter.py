@@ -210,3 +210,20 @@ def test_bad_values_are_named():
         tiny(vq_loss="ema")
     with pytest.raises(ZoomSRError, match="not found"):
         tiny(vqgan_ckpt="/nonexistent/vqgan.safetensors")
+
+
+def test_training_outputs_of_the_refine_stage(single_thread):
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    model = tiny(seed=0)
+    out = model.training_outputs(lr, hr, seeds=torch.tensor([3, 4]))
+    assert out["lq_logits"].shape == (2, 16, 16) and out["hr_tokens"].shape == (2, 16)
+    assert out["eval_init_logits"].shape == (2, 16, 2) and out["refine_logits"].shape == (2, 16, 16)
+    assert out["sr_all_signed"].shape == (4, 3, 32, 32)  # LQ and refined decodings, one batch
+    # ITER's hidden share: max(1, int(cos(u pi / 2) N)) of N = 16, in (0, 1].
+    assert bool(((out["refine_weight"] > 0) & (out["refine_weight"] <= 1)).all())
+    again = model.training_outputs(lr, hr, seeds=torch.tensor([3, 4]))
+    assert torch.equal(out["refine_weight"], again["refine_weight"])  # per-sample seeds
+    # ITER's `.long()` cuts the LQ Gumbel decoding from the graph; the refined one trains.
+    assert not out["sr"].requires_grad and out["refined"].requires_grad
+    assert tiny(seed=0, gumbel_lq_grad=True).training_outputs(lr, hr)["sr"].requires_grad
+    assert not any(p.requires_grad for p in model.vqgan.parameters())  # frozen Swin-VQGAN

@@ -235,7 +235,8 @@ def test_tokens_identical_and_reconstruction_equal_to_var_equations(imported):
     vae, ref = load_var_vqvae(out), Ref(sd)
     img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
-        tokens = vae.encode_tokens(img)
+        tokens = vae.token_maps(img)
+        flat = vae.encode_tokens(img)
         f = ref.encode(img)
         assert torch.allclose(vae.latent(img), f, atol=1e-5)
         want = ref.tokens(vae.latent(img))  # the same latent: tokens must not drift
@@ -247,8 +248,11 @@ def test_tokens_identical_and_reconstruction_equal_to_var_equations(imported):
     assert len(torch.unique(tokens[-1])) > 8  # many codes in use: a real test of the search
     assert recon.shape == img.shape and recon.std() > 0.05
     assert torch.allclose(recon, want_recon, atol=1e-4), (recon - want_recon).abs().max()
-    # VAR's flat (B, p*p) token lists decode the same
-    assert torch.equal(vae.decode_tokens([t.flatten(1) for t in tokens]), recon)
+    # encode_tokens: VAR's flat (B, p*p) lists, which decode the same
+    assert [tuple(t.shape) for t in flat] == [(2, p * p) for p in VAR_PATCH_NUMS]
+    assert all(torch.equal(a, b.flatten(1)) for a, b in zip(flat, tokens))
+    assert torch.equal(vae.decode_tokens(flat), recon)
+    assert torch.equal(vae.reconstruct(img), recon)
 
 
 def test_phi_sharing_follows_vars_tick_rule():

@@ -16,8 +16,8 @@ Read top to bottom:
   shared over the ten scales: scale ``k`` of ``K`` uses the conv whose "tick" is nearest to
   ``k / (K - 1)``, ticks ``linspace(1/12, 11/12, 4)`` (VAR's ``PhiPartiallyShared``).
 - :class:`VARVQVAE`: the whole tokenizer. :meth:`~VARVQVAE.encode_tokens` turns images in
-  [-1, 1] into one token map per scale (VAR's order, smallest first),
-  :meth:`~VARVQVAE.decode_tokens` turns them back into images.
+  [-1, 1] into one token tensor per scale (VAR's ``idx_Bl`` lists: smallest scale first,
+  ``(B, h_k * w_k)`` row-major), :meth:`~VARVQVAE.decode_tokens` turns them back into images.
 
 Module and parameter names are VAR's, so its released state dict loads as it is
 (``zoomsr import-var`` checks every key); the arithmetic follows VAR's operation for operation
@@ -465,13 +465,18 @@ class VARVQVAE(nn.Module):
 
     @torch.no_grad()
     def encode_tokens(self, img: torch.Tensor) -> list[torch.LongTensor]:
-        """Token maps of images ``img`` ``(B, 3, H, W)`` in [-1, 1], ``H, W`` multiples of 16.
+        """The tokens of images ``img`` ``(B, 3, H, W)`` in [-1, 1], ``H, W`` multiples of 16.
 
         Returns:
-            One ``(B, h_k, w_k)`` int64 map per scale, smallest first (VAR's order; for a
-            256 x 256 image ``h_k = w_k = patch_nums[k]``). ``t.flatten(1)`` is VAR's
-            ``img_to_idxBl`` entry ``(B, h_k * w_k)``, row-major.
+            One ``(B, h_k * w_k)`` int64 tensor per scale, smallest first, each map row-major:
+            VAR's ``img_to_idxBl`` exactly (for a 256 x 256 image ``h_k = w_k = patch_nums[k]``).
+            :meth:`token_maps` gives the same as ``(B, h_k, w_k)`` maps.
         """
+        return [t.flatten(1) for t in self.token_maps(img)]
+
+    @torch.no_grad()
+    def token_maps(self, img: torch.Tensor) -> list[torch.LongTensor]:
+        """As :meth:`encode_tokens`, as ``(B, h_k, w_k)`` maps (the vq_refiner's convention)."""
         return self.quantize.quantize(self.latent(img))[0]
 
     def decode_tokens(self, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -484,6 +489,12 @@ class VARVQVAE(nn.Module):
                 t = t.reshape(t.shape[0], side, side)
             maps.append(t)
         return self.decoder(self.post_quant_conv(self.quantize.decode(maps))).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
+        """``decode_tokens(encode_tokens(img))``: the tokenizer's round trip, ``(B, 3, H, W)`` in
+        [-1, 1] (VAR's ``img_to_reconstructed_img(img, last_one=True)``)."""
+        return self.decode_tokens(self.token_maps(img))
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Training: ``img`` in [-1, 1] -> (reconstruction, token maps, quantizer loss)."""

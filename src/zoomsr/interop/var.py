@@ -145,7 +145,7 @@ def load_var_vqvae(folder: str | Path, device: torch.device | str = "cpu") -> VA
     """The tokenizer ``zoomsr import-var`` wrote to ``folder``, in eval mode.
 
     >>> vae = load_var_vqvae("weights/var")             # doctest: +SKIP
-    >>> tokens = vae.encode_tokens(img * 2 - 1)         # img (B, 3, 256, 256) in [0, 1]
+    >>> tokens = vae.encode_tokens(img * 2 - 1)  # img (B, 3, 256, 256) in [0, 1] -> 10 x (B, p*p)
     >>> recon = (vae.decode_tokens(tokens) + 1) / 2
     """
     from safetensors.torch import load_file

@@ -35,6 +35,7 @@ from zoomsr.reporting import ResultLog
 from zoomsr.runfolder import check_shave, features_ok, save_npz
 
 if TYPE_CHECKING:
+    from zoomsr.tasks.distributed import Shard
     from zoomsr.zoom.chain import PromptFn
 
 
@@ -53,6 +54,8 @@ class EvalContext:
     save_images: bool = False
     #: the prompt source of text-conditioned backbones (``prompt=``); None: no prompts
     prompt_fn: PromptFn | None = None
+    #: this process's share of the images in a distributed evaluation (None: all of them)
+    shard: Shard | None = None
 
 
 def _upscale(
@@ -81,7 +84,8 @@ def _one_step_each(
         item = dataset[i]
         with torch.no_grad():
             lr = item["lr"][None].to(ctx.device)
-            sr = quantize(_upscale(backbone, lr, ctx.prompt_fn))[0]
+            # the suite's colour fix and 8-bit rounding (metrics.align, metrics.round_8bit)
+            sr = ctx.suite.prepare(_upscale(backbone, lr, ctx.prompt_fn), lr)[0]
         rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
     rec.flush()
 
@@ -114,13 +118,19 @@ class Recorder:
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
-        self.results = ResultLog(ctx.out / "results.jsonl")
+        shard = ctx.shard  # distributed: this rank's rows go to its own file (tasks.distributed)
+        self.results = (
+            ResultLog(ctx.out / "results.jsonl") if shard is None else shard.result_log(ctx.out)
+        )
         if ctx.suite.set_names:  # a row counts as done only with its features (i11)
             self.results.keep(lambda r: features_ok(self._features_path(r["scale"], r["image"])))
         self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
-        return self.results.done(scale, name)
+        """Whether ``(scale, name)`` needs no work here: recorded, or another rank's image.
+        Protocols ask this of every image, in their order, before computing it."""
+        other_rank = self.ctx.shard is not None and not self.ctx.shard.owns(name)
+        return other_rank or self.results.done(scale, name)
 
     def add(
         self,
@@ -309,10 +319,12 @@ class Paired:
     Args:
         shave: border pixels left out of the full-reference metrics (default 0, as the
             real-SR papers' pyiqa-based evaluations do).
+        scale: the pairs' factor, the one scale evaluated (the StableSR/OSEDiff test crops:
+            4); None evaluates every entry of ``scales``.
     """
 
-    def __init__(self, shave: int = 0) -> None:
-        self.shave = shave
+    def __init__(self, shave: int = 0, scale: int | None = None) -> None:
+        self.shave, self.scale = shave, scale
 
     def run(self, ctx: EvalContext) -> list[dict]:
         from zoomsr.data.datasets import PairedFolderDataset
@@ -320,10 +332,11 @@ class Paired:
         if getattr(ctx.data, "lr_dir", None) is None:
             raise ZoomSRError("protocol=paired needs data.lr_dir (the real LR images).")
         rec = Recorder(ctx)
-        for scale in ctx.scales:
+        scales = ctx.scales if self.scale is None else [self.scale]
+        for scale in scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
             _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave)
-        return [r for r in rec.results.rows if r["scale"] in ctx.scales]
+        return [r for r in rec.results.rows if r["scale"] in scales]
 
 
 def patches(img: torch.Tensor, size: int) -> torch.Tensor | None:

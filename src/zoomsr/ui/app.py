@@ -44,6 +44,7 @@ ZOOM_PARAMS = [
     "vlm_model", "vlm_adapter", "remote_base_url", "remote_model", "remote_key",
 ]  # fmt: skip
 MAX_UPLOAD_FILES = 500
+KEEP_HOURS = 24  # request folders (and gradio's copies of their files) are kept this long
 MAX_ZIP_BYTES = 2 << 30
 
 
@@ -67,6 +68,25 @@ def oom_message(settings: engine.ZoomSettings | None) -> str:
     return f"out of memory: {hint}, then press Start again."
 
 
+#: config keys in messages -> the control of the page that sets them
+PAGE_TERMS = {
+    "zoom.process_size": "'process size'", "zoom.steps": "'steps'", "zoom.upscale": "'per-step "
+    "upscale'", "zoom.rec_type": "'rec type'", "zoom.tile_size": "'tile size'", "zoom.align":
+    "'colour fix'", "zoom.memory": "'memory mode'", "zoom.point": "'zoom point'",
+    "prompt.base_url": "'remote VLM base URL'", "prompt.model": "'local VLM' (or 'remote VLM "
+    "model')", "prompt.adapter": "'VLM LoRA adapter'", "prompt.user_text": "'custom prompt'",
+}  # fmt: skip
+
+
+def in_page_terms(message: str) -> str:
+    """A task's message with its config keys named as the page's controls."""
+    for key, label in PAGE_TERMS.items():
+        message = message.replace(f"set {key}=", f"set {label} to ")
+        message = message.replace(f"pass {key}=", f"set {label} to ")
+        message = message.replace(key, label)
+    return message
+
+
 def shown_errors(fn):
     """Every error of a handler becomes a message in the page (``gr.Error``); the server goes on.
     User mistakes show their one line; a bug shows its type and message (traceback in the log)."""
@@ -80,7 +100,7 @@ def shown_errors(fn):
             return gr.Error(oom_message(None))
         message = user_message(err)
         if message is not None:
-            return gr.Error(message)
+            return gr.Error(in_page_terms(message))
         log.error("unexpected error:\n%s", traceback.format_exc())
         return gr.Error(f"unexpected error ({type(err).__name__}: {err}); see the server log.")
 
@@ -152,7 +172,15 @@ class ZoomUI:
 
     # -- requests -------------------------------------------------------------------------
     def request_dir(self, kind: str) -> Path:
-        """A fresh folder for one request (nothing else is written there)."""
+        """A fresh folder for one request (nothing else is written there); folders older than
+        ``KEEP_HOURS`` go."""
+        cutoff = time.time() - KEEP_HOURS * 3600
+        for old in self.root.iterdir():
+            try:
+                if old.is_dir() and old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:  # removed by a concurrent request
+                pass
         return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.root))
 
     def choice(self, value) -> engine.BackboneChoice:
@@ -337,6 +365,8 @@ class ZoomUI:
             fixed = None
         else:
             fixed = {int(rows[i][0]): str(rows[i][3]) for i in range(max(changed) + 1)}
+            steps = _int(dict(zip(ZOOM_PARAMS, zoom_args)).get("steps"), "steps")
+            fixed = {k: v for k, v in fixed.items() if 1 <= k <= steps}
         yield from self.zoom(*zoom_args, fixed=fixed, progress=progress)
 
     def batch(self, files, *args):
@@ -371,6 +401,9 @@ class ZoomUI:
             self.choice(backbone), hr, req / "out", str(protocol), scale_list, list(metrics),
             _int(process_size, "process size"), self.device,
         )  # fmt: skip
+        from zoomsr.reporting import scale_entries
+
+        result = scale_entries(result)  # the per-scale rows, not the "suite" record
         names = [m for m in result[next(iter(result))] if m != "images"]
         rows = [[scale] + [_fmt(result[scale].get(m)) for m in names] for scale in result]
         archive = shutil.make_archive(str(req / "zoomsr_eval"), "zip", root_dir=req / "out")

@@ -12,6 +12,7 @@ changes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks import evaluate, infer
 from zoomsr.tasks.common import resolve_device, set_offline_defaults
 from zoomsr.zoom.chain import REC_TYPES, ZoomChain, ZoomResult, ZoomStep
+
+log = logging.getLogger("zoomsr.ui")
 
 PROMPT_TYPES = ("none", "vlm", "tags", "remote_vlm")
 ALIGNS = ("none", "wavelet", "adain")
@@ -97,7 +100,10 @@ def peek_checkpoint(path: str | Path) -> BackboneChoice:
     try:
         if not path.is_file():
             raise ZoomSRError(f"checkpoint not found: '{path}'")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mmap: only the config is read, not every tensor
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # an old-format file cannot be mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         text = (ckpt.get("zoomsr") or {}).get("backbone_config")
         if not isinstance(text, str):
             raise ZoomSRError(f"'{path}' is not a zoomsr training checkpoint (no backbone config)")
@@ -214,6 +220,8 @@ class ZoomSettings:
                 "align": self.align,
                 "memory": self.memory,
                 "tile_size": self.tile_size,
+                # infer.yaml's 32 px overlap, less for small tiles (it must stay below the tile)
+                "tile_overlap": 32 if self.tile_size is None else min(32, self.tile_size // 4),
                 "point": list(self.point) if self.point is not None else None,
                 # a checkpoint brings its own factor; the model-free ones take the slider's
                 "upscale": None if self.backbone.is_ckpt else int(self.upscale),
@@ -239,6 +247,7 @@ class ZoomSettings:
             args.append(f"zoom.{key}={'null' if value is None else value}")
         if cfg.zoom.tile_size is not None:
             args.append(f"zoom.tile_size={cfg.zoom.tile_size}")
+            args.append(f"zoom.tile_overlap={cfg.zoom.tile_overlap}")
         if cfg.zoom.point is not None:
             args.append(f"zoom.point=[{cfg.zoom.point[0]:.4f},{cfg.zoom.point[1]:.4f}]")
         prompt, values = self.prompt_values()
@@ -270,6 +279,7 @@ class ModelCache:
             if key not in self._backbones:
                 self._backbones[key] = infer.load_inference_backbone(cfg, device)
                 self.loads += 1
+                log.info("loaded backbone %s on %s (kept for later requests)", key[0], device)
             return self._backbones[key]
 
     def prompt_source(self, cfg: DictConfig):
@@ -284,6 +294,7 @@ class ModelCache:
             if key not in self._prompts:
                 self._prompts[key] = build_prompt_source(node)
                 self.loads += 1
+                log.info("built prompt source %s (kept for later requests)", node._target_)
             return self._prompts[key]
 
 
@@ -405,7 +416,7 @@ def run_evaluation(
     values: dict = {
         "data": {"hr_dir": str(hr_dir), "num_workers": 0},
         "scales": [int(s) for s in scales],
-        "metrics": list(metrics),
+        "metrics": {"names": list(metrics)},  # the default suite with these metrics
         "out_dir": str(out_dir),
         "device": device,
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from zoomsr.ui import engine
-from zoomsr.ui.app import METRICS, ZoomUI, shown_errors
+from zoomsr.ui.app import KEEP_HOURS, METRICS, ZoomUI, shown_errors
 from zoomsr.ui.pictures import STITCH_LAYOUTS
 from zoomsr.zoom.chain import REC_TYPES
 
@@ -26,7 +26,8 @@ THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospac
 def build(ui: ZoomUI) -> gr.Blocks:
     """The Blocks app (not yet queued or launched)."""
     choices = [(c.label, c.value) for c in ui.backbones]
-    with gr.Blocks(title="zoomsr: Chain-of-Zoom") as demo:
+    keep = KEEP_HOURS * 3600
+    with gr.Blocks(title="zoomsr: Chain-of-Zoom", delete_cache=(3600, keep)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
@@ -96,6 +97,9 @@ def zoom_tab() -> dict:
             label="zoom map: click to choose the zoom point", interactive=False,
             height=320, elem_id="zoom-map",
         )  # fmt: skip
+    examples = example_photos()
+    if examples:
+        gr.Examples([[p] for p in examples], inputs=[z["image"]], label="examples")
     z["regions"] = gr.Textbox(
         label="regions of the steps (x0, y0, x1, y1 of the preprocessed image)",
         lines=3, interactive=False, elem_id="regions",
@@ -122,6 +126,14 @@ def zoom_tab() -> dict:
         z["prompts"] = gr.JSON(label="prompts.json", elem_id="prompts-json")
     z["state"] = gr.State({})
     return z
+
+
+def example_photos() -> list[str]:
+    """A few of scikit-image's bundled photos (read from its install folder, no network)."""
+    from zoomsr.data.photos import skimage_data_dir
+
+    names = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
+    return [str(p) for p in (skimage_data_dir() / n for n in names) if p.is_file()]
 
 
 def batch_tab() -> dict:
@@ -181,8 +193,16 @@ def wire(ui: ZoomUI, c: dict, z: dict, b: dict, e: dict) -> None:
         yield from ui.zoom(*args, progress=progress)
 
     @shown_errors
-    def rerun(*args, progress=PROGRESS):
-        yield from ui.rerun(*args, progress=progress)
+    def rerun(
+        image, backbone, rec_type, process_size, upscale, steps, prompt_type, user_prompt,
+        align, seed, point, memory, precision, tile_size, stitch_layout, vlm_model,
+        vlm_adapter, remote_base_url, remote_model, remote_key, edited_prompts, last_run,
+        progress=PROGRESS,
+    ):  # fmt: skip
+        args = [image, backbone, rec_type, process_size, upscale, steps, prompt_type]
+        args += [user_prompt, align, seed, point, memory, precision, tile_size, stitch_layout]
+        args += [vlm_model, vlm_adapter, remote_base_url, remote_model, remote_key]
+        yield from ui.rerun(*args, edited_prompts, last_run, progress=progress)
 
     @shown_errors
     def batch(
