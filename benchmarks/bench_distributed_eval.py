@@ -39,7 +39,7 @@ def evaluate(bench: Path, name: str, out: Path, devices: int, strategy: str) -> 
         "backbone=bicubic",
         f"data.hr_dir={bench / name / 'HR'}",
         "scales=[2,3,4]",
-        "metrics=[psnr_y,ssim_y]",
+        "metrics.names=[psnr_y,ssim_y]",
         "logger=csv",
         f"out_dir={out}",
         f"devices={devices}",

@@ -24,7 +24,7 @@ def test_two_processes_equal_one_with_fid_and_resume_after_a_kill(
         "protocol=zoom_full",
         "scales=[4,16]",
         f"data.hr_dir={bench / 'Set5' / 'HR'}",
-        "metrics=[psnr_y,ssim_y,fid]",
+        "metrics.names=[psnr_y,ssim_y,fid]",
     ]
     one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
     # ddp_fork: the ranks inherit the tiny FID network; ddp_spawn (the default) rebuilds it
@@ -56,7 +56,7 @@ def test_two_processes_equal_one_with_fid_and_resume_after_a_kill(
 def test_spawned_ranks_equal_one_process(compose_cfg, bench, tmp_path):
     """The default start method: rank 1 is a fresh process that rebuilds the evaluation from
     the resolved config (as evaluate.py devices=2 runs it)."""
-    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics=[psnr_y,ssim_y]"]
+    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics.names=[psnr_y,ssim_y]"]
     one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
     two = evaluate.run(_cfg(compose_cfg, tmp_path / "two", *common, "devices=2"))
     assert two == one and two["x4"]["n_images"] == 5
@@ -85,7 +85,7 @@ def test_ranks_started_by_torchrun_equal_one_process(compose_cfg, bench, tmp_pat
 
     from tests.conftest import ROOT
 
-    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics=[psnr_y,ssim_y]"]
+    common = ["scales=[4]", f"data.hr_dir={bench / 'Set5' / 'HR'}", "metrics.names=[psnr_y,ssim_y]"]
     one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
     out = tmp_path / "torchrun"
     torchrun = Path(sys.executable).with_name("torchrun")
