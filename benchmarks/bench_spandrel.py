@@ -10,7 +10,8 @@ pictures are not), the same ``P/u`` input goes through
   the view arithmetic, resize and crop of Chain-of-Zoom around the same step.
 
 The ratio is each path's best time (of ``--repeats``, run round-robin) over ``bare``'s, in
-the same run.
+the same run. The tiny RRDBNet costs almost nothing itself, so its row bounds the framework's
+own cost per call (in ms) from above.
 
     python benchmarks/bench_spandrel.py                     # CPU, ~1-2 min
     python benchmarks/bench_spandrel.py --device cuda --size 512 --repeats 20
@@ -46,10 +47,14 @@ def build_models(folder: Path) -> dict[str, Path]:
                mlp_ratio=2.0, upscale=4, upsampler="pixelshuffledirect"),
         1,
     )  # fmt: skip
+    # a network that costs almost nothing: what is left of its time is the framework's
+    tiny = _random(ESRGAN(num_filters=4, num_blocks=1, scale=4), 2)
     rrdb_path, swin_path = folder / "rrdb.pth", folder / "swinir.safetensors"
+    torch.save(tiny.state_dict(), folder / "tiny.pth")
     torch.save(rrdb.state_dict(), rrdb_path)
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(swin_path))
     return {
+        "RRDBNet, tiny (4 ch, 1 block, x4)": folder / "tiny.pth",
         "RRDBNet (32 ch, 4 blocks, x4)": rrdb_path,
         "SwinIR light (60 ch, 2x4 blocks, x4)": swin_path,
     }

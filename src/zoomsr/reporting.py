@@ -272,8 +272,13 @@ def read_summary(path: Path) -> dict:
         raise bad("not a mapping of scales")
     number = (int, float, type(None))
     suite = summary.pop("suite", {})  # how the numbers were computed (metric suites)
-    if not isinstance(suite, dict) or any(isinstance(v, dict) and "_target_" in v
-                                          for v in suite.values()):  # fmt: skip
+    from zoomsr.checkpoint import plain_value
+
+    try:  # plain data at every depth (no _target_ anywhere)
+        plain_value(suite, "suite")
+    except ZoomSRError:
+        raise bad("'suite' is not a record of conventions") from None
+    if not isinstance(suite, dict):
         raise bad("'suite' is not a record of conventions")
     for scale, entry in summary.items():
         if not (isinstance(scale, str) and scale[:1] == "x" and scale[1:].isdigit()):

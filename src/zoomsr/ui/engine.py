@@ -25,6 +25,7 @@ from torch import nn
 
 from zoomsr.backbones.base import Backbone
 from zoomsr.backbones.interp import Nearest
+from zoomsr.checkpoint import backbone_spec
 from zoomsr.data.io import load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
@@ -107,9 +108,10 @@ def peek_checkpoint(path: str | Path) -> BackboneChoice:
         text = (ckpt.get("zoomsr") or {}).get("backbone_config")
         if not isinstance(text, str):
             raise ZoomSRError(f"'{path}' is not a zoomsr training checkpoint (no backbone config)")
-        config = OmegaConf.create(text)
-        kind = str(config.get("_target_", "?")).rsplit(".", 1)[-1]
-        scale = int(config.get("scale", 0)) or None
+        # Parsed as plain data and checked like load_backbone does (nothing is resolved/built).
+        cls, kwargs = backbone_spec(text, f"checkpoint '{path}'")
+        kind = cls.__name__
+        scale = int(kwargs.get("scale") or 0) or None
         return BackboneChoice(str(path), f"{name} ({kind}, x{scale} per step)", scale)
     except Exception as err:  # listed, but any run on it shows why it cannot be used
         message = str(err) if isinstance(err, ZoomSRError) else f"cannot read '{path}': {err}"
