@@ -347,7 +347,7 @@ class RawServer:
 
     def _handle(self, conn):
         try:
-            conn.recv(1 << 20)
+            _read_request(conn)  # all of it: unread bytes would make close() a reset
             self.respond(conn)
         except OSError:
             pass
@@ -356,6 +356,23 @@ class RawServer:
 
     def close(self):
         self.sock.close()
+
+
+def _read_request(conn) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
 
 
 def _trickle(conn):
