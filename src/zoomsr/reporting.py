@@ -207,7 +207,7 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
     runs = {lab: json.loads((d / "metrics.json").read_text()) for lab, d in zip(labels, dirs)}
-    skip = {"n_images", "images"}
+    skip = {"n_images", "images", "align"}  # align: the colour fix, a setting
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
     out.mkdir(parents=True, exist_ok=True)

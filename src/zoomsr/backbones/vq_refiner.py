@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoomsr.backbones.base import Backbone
+from zoomsr.backbones.base import Backbone, seeded
 from zoomsr.backbones.vq import (
     VQGAN,
     ResBlock,
@@ -230,6 +230,10 @@ class VQRefiner(Backbone):
 
     is_learned = True
 
+    refines_upsampled = True  # the LQ encoder reads the bicubic-upsampled LR
+    size_error = VQRefinerValueError
+    _steps: int | None = None  # refinement rounds of the current upscale call (None: T)
+
     def __init__(
         self,
         scale: int = 4,
@@ -281,9 +285,7 @@ class VQRefiner(Backbone):
         self.token_temperature, self.mask_sampling = token_temperature, mask_sampling
         self.corrupt_prob, self.codebook_size = corrupt_prob, codebook_size
         n_scales = len(patch_nums) if quantizer == "msrq" else 1
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             self.vqgan = VQGAN(
                 channels, blocks, groups, embed_dim, codebook_size, beta, quantizer,
                 patch_nums, phi, upsample,
@@ -298,7 +300,7 @@ class VQRefiner(Backbone):
                 self.evaluator = TokenTransformer(
                     codebook_size, dim, eval_depth or depth, heads, 1, n_scales, window
                 )
-        self.factor = self.vqgan.factor
+        self.factor = self.hr_multiple = self.vqgan.factor
         self.size_multiple = self.factor // math.gcd(self.factor, scale)
         if stage == "iter":
             if vqgan_ckpt is not None:
@@ -327,20 +329,6 @@ class VQRefiner(Backbone):
         return self
 
     # -- shapes ---------------------------------------------------------------------------------
-    def _check_hr_size(self, height: int, width: int) -> None:
-        if height % self.factor or width % self.factor:
-            raise VQRefinerValueError(
-                f"vq_refiner needs the HR size (LR size x scale {self.scale}) divisible by the "
-                f"VQGAN downsampling {self.factor}; got {height}x{width}. Crop or pad the input."
-            )
-
-    def _bicubic(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR in [0, 1] -> bicubic x ``scale`` in [-1, 1]."""
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        self._check_hr_size(*size)
-        up = F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False)
-        return up.clamp(0.0, 1.0) * 2.0 - 1.0
-
     # -- training -------------------------------------------------------------------------------
     def training_outputs(
         self,
@@ -365,11 +353,7 @@ class VQRefiner(Backbone):
 
         ``seeds`` ``(B,)``: every random draw of a sample from its own generator.
         """
-        if (hr.shape[-2], hr.shape[-1]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
-            raise VQRefinerValueError(
-                f"HR {tuple(hr.shape[-2:])} is not LR {tuple(lr.shape[-2:])} x {self.scale}"
-            )
-        self._check_hr_size(*hr.shape[-2:])
+        self.check_pair(lr, hr)
         y = hr.float() * 2.0 - 1.0
         if self.stage == "vqgan":
             recon, _, vq_loss = self.vqgan(y)
@@ -377,7 +361,7 @@ class VQRefiner(Backbone):
         shapes = self.vqgan.token_shapes(*hr.shape[-2:])
         with torch.no_grad():
             target = flatten_tokens(self.vqgan.encode_tokens(y))
-        lq_logits = self.lq_encoder(self._bicubic(lr), shapes)
+        lq_logits = self.lq_encoder(self.to_model_range(self.upsample(lr)), shapes)
         init = lq_logits.argmax(-1).detach()
         masked, corrupt = self._training_masks(target.shape, seeds, target.device)
         visible = torch.where(corrupt, init, target)
@@ -415,7 +399,6 @@ class VQRefiner(Backbone):
         fn = cosine_schedule if self.schedule == "cosine" else linear_schedule
         return float(fn(r))
 
-    @torch.no_grad()
     def upscale(
         self,
         lr: torch.Tensor,
@@ -423,26 +406,29 @@ class VQRefiner(Backbone):
         generator: torch.Generator | None = None,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Super-resolve ``lr`` ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h*scale, w*scale)``.
+        """Super-resolve ``lr`` ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h*scale, w*scale)``
+        (:meth:`Backbone.upscale`: any LR size, padded to :attr:`size_multiple`).
 
         Stage ``iter``: :meth:`refine` the LQ encoder's tokens in ``steps`` (default ``T``)
         rounds and decode. Stage ``vqgan``: the VQGAN's reconstruction of the bicubic image.
         ``generator`` (else one seeded by ``seed``) drives any sampling; the default
         (argmax tokens, top-k masks) is deterministic.
         """
-        was_training = self.training
-        self.eval()
+        self._steps = steps
         try:
-            x = self._bicubic(lr)
-            if self.stage == "vqgan":
-                out = self.vqgan(x)[0]
-            else:
-                shapes = self.vqgan.token_shapes(*x.shape[-2:])
-                tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, steps)[-1]
-                out = self.vqgan.decode_tokens(unflatten_tokens(tokens, shapes))
-            return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+            return super().upscale(lr, prompts, generator)
         finally:
-            self.train(was_training)
+            self._steps = None
+
+    def _refine(
+        self, x: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """The bicubic-upsampled LR ``x`` in [-1, 1] -> the decoded tokens in [-1, 1]."""
+        if self.stage == "vqgan":
+            return self.vqgan(x)[0]
+        shapes = self.vqgan.token_shapes(*x.shape[-2:])
+        tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, self._steps)[-1]
+        return self.vqgan.decode_tokens(unflatten_tokens(tokens, shapes))
 
     @torch.no_grad()
     def refine(

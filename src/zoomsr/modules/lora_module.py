@@ -3,6 +3,7 @@ and optimizer group, and a diffusers-readable LoRA export at the end of training
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -77,17 +78,12 @@ class LoRAModule(SRModule):
                 torch.nn.utils.clip_grad_norm_(group["params"], gradient_clip_val)
 
     def on_train_end(self) -> None:
-        export = getattr(self.backbone, "export_lora", None)
-        if export is None or not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
             return
         folder = Path(self.trainer.default_root_dir) / "lora"
-        if self.ema is not None:
-            with self.ema.applied():
-                export(folder)
-        else:
-            export(folder)
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            self.backbone.export_lora(folder)
 
 
-def _regularizer_params(backbone: nn.Module) -> list[nn.Parameter]:
-    get = getattr(backbone, "regularizer_parameters", None)
-    return list(get()) if get is not None else []
+def _regularizer_params(backbone: Backbone) -> list[nn.Parameter]:
+    return list(backbone.regularizer_parameters())

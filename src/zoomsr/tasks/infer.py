@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -30,10 +28,8 @@ from zoomsr.data.io import IMAGE_EXTENSIONS, list_images, load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
-from zoomsr.zoom.chain import ZoomChain, ZoomResult
-from zoomsr.zoom.full import FullImage
+from zoomsr.zoom.engine import ChainEngine, Engine, ZoomResult, build_engine, needs_backbone
 from zoomsr.zoom.panels import overview, strip
-from zoomsr.zoom.tiling import upscale_padded
 
 log = logging.getLogger("zoomsr")
 
@@ -50,21 +46,6 @@ def load_inference_backbone(cfg: DictConfig, device: torch.device) -> Backbone:
             "a learned backbone needs its weights: pass ckpt=<run>/checkpoints/last.ckpt"
         )
     return backbone.to(device).eval()
-
-
-def build_zoom(cfg: DictConfig) -> ZoomChain | FullImage:
-    """The ``zoom`` group's engine; a bad value raises its :class:`ZoomSRError` unwrapped."""
-    try:
-        return instantiate(cfg.zoom)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ZoomSRError):
-            raise err.__cause__ from None
-        raise
-
-
-def upscale_image(backbone: Backbone, lr: torch.Tensor) -> torch.Tensor:
-    """``(3, h, w)`` in [0, 1] -> ``(3, h*s, w*s)``, padded to the backbone's ``size_multiple``."""
-    return upscale_padded(backbone, lr[None])[0]
 
 
 def input_files(path: str) -> list[Path]:
@@ -93,15 +74,15 @@ def write_chain(result: ZoomResult, folder: Path, meta: dict) -> None:
     (folder / "prompts.json").write_text(json.dumps({**meta, "steps": result.prompts}, indent=2))
 
 
-def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict) -> list[str]:
+def chain_image(engine: ChainEngine, image: torch.Tensor, target: Path) -> list[str]:
     """Run the chain on one image and write its folder atomically (temporary name, rename)."""
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        result = zoom.run(image, progress=True, **run_kw)
-        meta = {"rec_type": zoom.rec_type, "process_size": zoom.process_size}
-        write_chain(result, partial, meta)
+        steps = tqdm(engine.iter_steps(image, target.name), desc="zoom", leave=False,
+                     total=engine.steps + 1)  # fmt: skip
+        write_chain(ZoomResult(list(steps)), partial, engine.settings())
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -109,21 +90,24 @@ def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict
     return [str(target)]
 
 
-def full_image(zoom: FullImage, image: torch.Tensor, out: Path, stem: str, run_kw: dict):
+def full_image(engine: Engine, image: torch.Tensor, out: Path, stem: str) -> list[str]:
     """Whole-image SR: ``<stem>_x<u**k>.png`` for every step k."""
-    result = zoom.run(image, progress=zoom.steps > 1, **run_kw)
     return [
-        str(save_image(s.output, out / f"{stem}_x{s.magnification}.png")) for s in result.steps[1:]
+        str(save_image(s.output, out / f"{stem}_x{s.magnification}.png"))
+        for s in engine.iter_steps(image, stem)
+        if s.index > 0
     ]
 
 
-def full_targets(zoom: FullImage, backbone: Backbone, out: Path, stem: str) -> list[Path]:
-    u = zoom.upscale or backbone.scale
-    return [out / f"{stem}_x{u**k}.png" for k in range(1, zoom.steps + 1)]
+def targets(engine: Engine, out: Path, stem: str) -> list[Path]:
+    """What one image's run writes (all present: done by an earlier run)."""
+    if isinstance(engine, ChainEngine):
+        return [out / stem]
+    return [out / f"{stem}_x{engine.upscale**k}.png" for k in range(1, engine.steps + 1)]
 
 
 def run(cfg: DictConfig) -> dict:
-    """Zoom into / upscale ``cfg.input`` (file or folder).
+    """Zoom into / upscale ``cfg.input`` (file or folder) with the ``zoom`` group's engine.
 
     Returns:
         ``{"outputs": [per-image folder (chain) or files (full)], "out_dir": …,
@@ -135,21 +119,17 @@ def run(cfg: DictConfig) -> dict:
             failed (their finished neighbours stay written).
     """
     set_offline_defaults()
-    zoom = build_zoom(cfg)
     files = input_files(cfg.input)
     out = output_dir(cfg)
     device = resolve_device(cfg.device)
-    backbone = load_inference_backbone(cfg, device) if zoom.needs_model else None
-    prompt_source = build_prompt_source(cfg.get("prompt")) if zoom.needs_model else None
-    run_kw = {"backbone": backbone, "prompt_fn": prompt_source, "device": device}
+    model = needs_backbone(cfg.zoom)
+    backbone = load_inference_backbone(cfg, device) if model else None
+    prompt_source = build_prompt_source(cfg.get("prompt")) if model else None
+    engine = build_engine(cfg.zoom, backbone, prompt_source, device)
     outputs, skipped, failed = [], [], []
     for path in tqdm(files, desc="images", unit="img", dynamic_ncols=True):
-        if isinstance(zoom, FullImage):
-            targets = full_targets(zoom, backbone, out, path.stem)
-        else:
-            targets = [out / path.stem]
-        if all(t.exists() for t in targets):  # finished by an earlier run
-            outputs += [str(t) for t in targets]
+        if all(t.exists() for t in targets(engine, out, path.stem)):  # done by an earlier run
+            outputs += [str(t) for t in targets(engine, out, path.stem)]
             continue
         try:
             image = load_image(path)
@@ -157,16 +137,11 @@ def run(cfg: DictConfig) -> dict:
             log.warning("skipping %s", err)
             skipped.append(str(path))
             continue
-        # The per-image user prompt file is looked up by the input's stem.
-        names = (
-            prompt_source.image_names([path.stem]) if prompt_source is not None else nullcontext()
-        )
-        try:
-            with names:
-                if isinstance(zoom, FullImage):
-                    outputs += full_image(zoom, image, out, path.stem, run_kw)
-                else:
-                    outputs += chain_image(zoom, image, out / path.stem, run_kw)
+        try:  # the per-image user prompt file is looked up by the input's stem
+            if isinstance(engine, ChainEngine):
+                outputs += chain_image(engine, image, out / path.stem)
+            else:
+                outputs += full_image(engine, image, out, path.stem)
         except ZoomSRError as err:
             log.error("%s: %s", path.name, err)
             failed.append(f"{path.name}: {err}")

@@ -8,18 +8,20 @@ from __future__ import annotations
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from zoomsr.backbones.base import Backbone
+
 
 def check(cfg: DictConfig) -> None:
     """Raise the user error a run would meet at start-up, cheaply.
 
     - Every mandatory value (``???``) is set: OmegaConf raises ``MissingMandatoryValue``, which
       :func:`zoomsr.errors.exit_on_user_error` reports as ``config value 'x' is required``.
-    - The backbone's weights are where its config says: a backbone class may define
+    - The backbone's weights are where its config says: every backbone has
       ``check_weights(config)`` (a classmethod that raises ZoomSRError naming what is missing).
     """
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     target = OmegaConf.select(cfg, "backbone._target_")
     if target:
         cls = get_class(target)  # imports the backbone's module only
-        if hasattr(cls, "check_weights"):
+        if issubclass(cls, Backbone):  # Backbone.check_weights: a no-op unless overridden
             cls.check_weights(cfg.backbone)
