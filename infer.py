@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from zoomsr.errors import exit_on_user_error, reject_null_group_overrides
+from zoomsr.errors import check_overrides, exit_on_user_error, reject_null_group_overrides
 from zoomsr.tasks import infer
 
 
@@ -17,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     reject_null_group_overrides(Path(__file__).parent / "conf")  # Hydra: a traceback
+    check_overrides(Path(__file__).parent / "conf", "infer")  # Hydra: exit 1, many lines
     main()

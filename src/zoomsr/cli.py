@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("zoomsr.metrics.weights", "metric weight files: present, missing, where each goes"),
     "compare": ("zoomsr.reporting", "merge evaluation runs (metrics.json): one table and plot"),
     "import-coz": ("zoomsr.interop.coz", "Chain-of-Zoom's released SR LoRA -> a zoomsr checkpoint"),
+    "import-sr3": (
+        "zoomsr.interop.sr3",
+        "Janspiry's released SR3 checkpoint -> a zoomsr checkpoint",
+    ),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
 }
 

@@ -51,12 +51,63 @@ def user_message(err: BaseException) -> str | None:
     seen = 0
     while err is not None and seen < 5:
         if isinstance(err, ZoomSRError):
-            return str(err)
+            return _worker_message(str(err))
         if isinstance(err, MissingMandatoryValue):
             key = getattr(err, "full_key", None) or str(err)
             return f"config value '{key}' is required: pass {key}=<value> on the command line."
         err, seen = err.__cause__ or err.__context__, seen + 1
     return None
+
+
+def _worker_message(text: str) -> str:
+    """A ZoomSRError re-raised from a DataLoader worker carries the worker's traceback
+    ("Caught ZoomSRError in DataLoader worker process 0. Original Traceback ..."): keep its own
+    message only."""
+    if "Original Traceback" not in text:
+        return text
+    marker = "ZoomSRError: "
+    last = text.rstrip().splitlines()[-1]
+    i = text.rfind(marker)
+    return text[i + len(marker) :].strip() if i >= 0 else last.strip()
+
+
+def check_overrides(conf_dir: str | os.PathLike, config_name: str, argv: list[str] | None = None):
+    """Compose the config with the command line's overrides before Hydra runs, and turn
+    Hydra's own errors (an unknown option of a group, a misspelled key, a parse error; exit 1
+    with several lines) into one line and exit 2. Multirun and Hydra's flags are left to Hydra.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(os.path.abspath(conf_dir)), version_base="1.3"):
+            compose(config_name=config_name, overrides=args)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"zoomsr error: {_hydra_message(err, conf_dir)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception:  # anything else: Hydra reports it itself when it composes
+        return
+
+
+def _hydra_message(err: BaseException, conf_dir) -> str:
+    text = str(err)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Could not find" in text and "Available options" in text:
+        i = next(n for n, ln in enumerate(lines) if ln.startswith("Available options"))
+        group = lines[i].split("'")[1] if "'" in lines[i] else "the group"
+        head = lines[0].split(": ", 1)[-1]
+        return f"{head}; options of {group}: {', '.join(lines[i + 1 :])}."
+    if "Could not override" in text or "not in struct" in text:
+        key = text.split("'")[1] if "'" in text else "?"
+        return (
+            f"'{key}' is not a config key (misspelled?); see `python <script>.py --cfg job` for "
+            f"the keys, or append a new key with +{key}=<value>."
+        )
+    return " ".join(lines)
 
 
 def reject_null_group_overrides(conf_dir: str | os.PathLike, argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -28,16 +29,36 @@ class ResultLog:
             text = self.path.read_text()
             # A line cut short by a kill is dropped (its image is computed again) and removed
             # from the file, so the next row does not get glued to it.
-            good = []
+            # A duplicate of an earlier row (two runs appending at once) is dropped too.
+            good, seen = [], set()
             for line in text.splitlines():
                 try:
-                    self.rows.append(json.loads(line))
-                    good.append(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                key = _row_key(row)
+                if key is None or key in seen:
+                    continue
+                seen.add(key)
+                self.rows.append(row)
+                good.append(line)
             if len(good) != len(text.splitlines()) or (text and not text.endswith("\n")):
-                self.path.write_text("".join(f"{line}\n" for line in good))
+                self._rewrite(good)
         self._done = {(r["scale"], r["image"]) for r in self.rows}
+
+    def _rewrite(self, lines: list[str]) -> None:
+        from zoomsr.runfolder import write_text
+
+        write_text(self.path, "".join(f"{line}\n" for line in lines))
+
+    def keep(self, predicate) -> None:
+        """Drop the rows for which ``predicate(row)`` is false (their images are computed
+        again), from memory and from the file."""
+        kept = [r for r in self.rows if predicate(r)]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._done = {(r["scale"], r["image"]) for r in kept}
+            self._rewrite([json.dumps(r) for r in kept])
 
     def done(self, scale: int, image: str) -> bool:
         return (scale, image) in self._done
@@ -49,6 +70,16 @@ class ResultLog:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
+
+
+def _row_key(row) -> tuple | None:
+    """``(scale, image)`` of a well-formed row, None for anything else."""
+    if not isinstance(row, dict):
+        return None
+    scale, image = row.get("scale"), row.get("image")
+    if isinstance(scale, bool) or not isinstance(scale, int) or not isinstance(image, str):
+        return None
+    return scale, image
 
 
 def _mean(values: list) -> float:
@@ -105,14 +136,17 @@ def write_reports(out_dir: Path, rows: list[dict], summary: dict, metrics: list[
         "markdown": out_dir / "metrics.md",
         "plot": out_dir / "metrics.png",
     }
-    paths["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    from zoomsr.runfolder import write_text
+
+    write_text(paths["json"], json.dumps(_json_safe(summary), indent=2) + "\n")
     image_metrics = [m for m in metrics if any(m in r for r in rows)]
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["scale", "image", *image_metrics])
-        writer.writeheader()
-        for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
-            writer.writerow({k: r.get(k) for k in ["scale", "image", *image_metrics]})
-    paths["markdown"].write_text(markdown_table(summary, metrics))
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=["scale", "image", *image_metrics])
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r["scale"], r["image"])):
+        writer.writerow({k: r.get(k) for k in ["scale", "image", *image_metrics]})
+    write_text(paths["csv"], buffer.getvalue())
+    write_text(paths["markdown"], markdown_table(summary, metrics))
     plot_metrics(summary, metrics, paths["plot"])
     return paths
 
@@ -166,7 +200,10 @@ def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
         if any(runs):
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from zoomsr.runfolder import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -195,10 +232,55 @@ def run_label(run_dir: Path) -> str:
         import yaml
 
         keys = ("ckpt=", "backbone=", "protocol=", "zoom")
-        picked = [o for o in yaml.safe_load(overrides.read_text()) or [] if o.startswith(keys)]
+        try:
+            listed = yaml.safe_load(overrides.read_text())  # plain YAML: tags are refused
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            listed = None
+        listed = listed if isinstance(listed, list) else []
+        picked = [o for o in listed if isinstance(o, str) and o.startswith(keys)]
         if picked:
             return " ".join(picked)
     return run_dir.name
+
+
+def read_summary(path: Path) -> dict:
+    """A metrics.json as plain numbers: ``{"x4": {"psnr_y": float | None, "n_images": int,
+    "align": "none" | "adain" | "wavelet", "images": {...}}}``; anything else (a mapping where
+    a number belongs, a ``_target_``) is refused with one line naming the file.
+
+    Raises:
+        ZoomSRError: unreadable, or not the layout evaluate.py writes.
+    """
+    from zoomsr.errors import ZoomSRError
+
+    def bad(why: str) -> ZoomSRError:
+        return ZoomSRError(f"'{path}' is not a zoomsr metrics.json ({why}); pass folders "
+                           "that evaluate.py wrote.")  # fmt: skip
+
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise bad(f"unreadable: {err}") from None
+    if not isinstance(summary, dict) or not summary:
+        raise bad("not a mapping of scales")
+    number = (int, float, type(None))
+    for scale, entry in summary.items():
+        if not (isinstance(scale, str) and scale[:1] == "x" and scale[1:].isdigit()):
+            raise bad(f"key '{scale}' is not a scale such as 'x4'")
+        if not isinstance(entry, dict):
+            raise bad(f"'{scale}' is not a mapping of metrics")
+        for name, value in entry.items():
+            if name == "images":
+                continue
+            if name == "align":  # the colour fix the outputs were scored with (a setting)
+                if value not in ("none", "adain", "wavelet"):
+                    raise bad(f"'{scale}.align' is {value!r}, not none | adain | wavelet")
+                continue
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise bad(f"'{scale}.{name}' is a {type(value).__name__}, not a number")
+        if not isinstance(entry.get("n_images", 0), int):
+            raise bad(f"'{scale}.n_images' is not a count")
+    return summary
 
 
 def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dict[str, Path]:
@@ -206,7 +288,7 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     per run in each metric's panel) and compare.json, written to ``out``."""
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
-    runs = {lab: json.loads((d / "metrics.json").read_text()) for lab, d in zip(labels, dirs)}
+    runs = {lab: read_summary(d / "metrics.json") for lab, d in zip(labels, dirs)}
     skip = {"n_images", "images", "align"}  # align: the colour fix, a setting
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
@@ -215,11 +297,13 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     for lab, summary in runs.items():
         table += "".join(markdown_table(summary, metrics, label=lab).splitlines(True)[2:])
     paths = {"markdown": out / "compare.md", "plot": out / "compare.png"}
-    paths["markdown"].write_text(table)
+    from zoomsr.runfolder import write_text
+
+    write_text(paths["markdown"], table)
     plot_runs(runs, metrics, paths["plot"])
     merged = {lab: {k: {m: v for m, v in e.items() if m != "images"} for k, e in s.items()}
               for lab, s in runs.items()}  # fmt: skip
-    (out / "compare.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_text(out / "compare.json", json.dumps(merged, indent=2) + "\n")
     return paths
 
 

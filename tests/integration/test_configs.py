@@ -50,6 +50,11 @@ def test_every_group_of_style_guide_exists():
 @pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}/{n}" for g, n in OPTIONS])
 def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     overrides = [f"{group}={name}", f"out_dir={tmp_path}", *NEEDS_WEIGHTS.get((group, name), [])]
+    if (group, name) == ("backbone", "spandrel"):  # a weight file: a tiny random RRDBNet
+        from spandrel.architectures.ESRGAN import ESRGAN
+
+        torch.save(ESRGAN(num_filters=8, num_blocks=1, scale=4).state_dict(), tmp_path / "m.pth")
+        overrides.append(f"backbone.path={tmp_path / 'm.pth'}")
     if group == "zoom":  # composed by infer.yaml, not train.yaml
         cfg = compose_cfg("infer", [*overrides, f"input={tmp_path}"])
         build_engine(cfg.zoom, Bicubic(4))  # the task passes the backbone
@@ -61,6 +66,14 @@ def test_option_composes_and_instantiates(compose_cfg, tmp_path, group, name):
     if group == "protocol":  # composed by evaluate.yaml
         cfg = compose_cfg("evaluate", overrides)
         assert hasattr(instantiate(cfg.protocol), "run")
+        return
+    if group == "hparams_search":  # sets the sweeper and the metric it optimizes
+        cfg = compose_cfg("train", [*overrides, "experiment=quickstart"])
+        assert cfg.optimized_metric.startswith("val/")
+        return
+    if (group, name) == ("trainer", "fsdp"):  # Lightning's FSDP needs a GPU: test_clusters.py
+        cfg = compose_cfg("train", [*overrides, "experiment=coz_lora", "debug=tiny"])
+        assert type(instantiate(cfg.trainer.strategy)).__name__ == "FSDPStrategy"
         return
     if group == "hydra" or group == "paths":
         cfg = compose_cfg("train", overrides)

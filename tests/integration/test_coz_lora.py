@@ -3,6 +3,7 @@ the CoZ-format import, and the missing-weights error."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -44,6 +45,18 @@ def test_train_evaluate_infer_with_a_lora_only_checkpoint(compose_cfg, small_ima
     result = train.run(cfg)
     assert np.isfinite(result["train/loss"]) and np.isfinite(result["train/vsd"])
     assert {"train/l2", "train/lpips", "train/regularizer", "val/psnr_y"} <= set(result)
+    # VSD diagnostics in the CSV at every step (debug=tiny: diagnostics_every=1), and panels.
+    with open(next((tmp_path / "run" / "csv").rglob("metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    diag = ["train/grad/l2", "train/grad/lpips", "train/grad/vsd", "train/vsd/gap",
+            "train/vsd/norm", "train/vsd/cos", "train/vsd/t", "train/regularizer"]  # fmt: skip
+    for key in diag:
+        values = [float(r[key]) for r in rows if r.get(key)]
+        assert len(values) == 3 and all(np.isfinite(values)), key
+    assert all(float(r["train/grad/vsd"]) > 0 for r in rows if r.get("train/grad/vsd"))
+    panels = sorted((tmp_path / "run" / "samples").glob("vsd_step*.png"))
+    assert len(panels) == 3
+    assert Image.open(panels[0]).size == (4 * 32, 32)  # z0 | z_t | x0_fake | x0_real
     ckpt = read_checkpoint(result["last_ckpt"])
     keys = set(ckpt["state_dict"])
     assert keys and all(".lora_" in k for k in keys)  # adapters only, no frozen SD3 weight

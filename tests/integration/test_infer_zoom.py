@@ -105,13 +105,24 @@ def test_skips_non_images_keeps_finished_and_resumes(compose_cfg, tmp_path, capl
     ):
         infer.run(cfg)
     assert "notes.txt" in caplog.text and "broken.png" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == ["im0", "im2"]  # no partial folder left
+    # no partial folder left; the job's fingerprint and the lock file beside the outputs
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".zoomsr.lock",
+        "im0",
+        "im2",
+        "zoomsr_job.json",
+    ]
     stamp = (out / "im0" / "strip.png").stat().st_mtime_ns
-    cfg = _chain_cfg(compose_cfg, src, out, "zoom.resize=true")  # im1 now fits: resumes
-    result = infer.run(cfg)
+    with pytest.raises(ZoomSRError, match=r"1 image\(s\) failed \(im1.png"):
+        infer.run(cfg)  # the same job resumes: im0 and im2 are kept
+    assert (out / "im0" / "strip.png").stat().st_mtime_ns == stamp  # not redone
+    # Other settings are another job: refused, not mixed with the old outputs.
+    cfg = _chain_cfg(compose_cfg, src, out, "zoom.resize=true")
+    with pytest.raises(ZoomSRError, match=r"holds results of another job \(different zoom\)"):
+        infer.run(cfg)
+    result = infer.run(_chain_cfg(compose_cfg, src, out, "zoom.resize=true", "overwrite=true"))
     assert [p.rsplit("/", 1)[-1] for p in result["outputs"]] == ["im0", "im1", "im2"]
     assert result["skipped"] == [str(src / "broken.png")]
-    assert (out / "im0" / "strip.png").stat().st_mtime_ns == stamp  # not redone
 
 
 def test_full_image_tiled_multi_step(compose_cfg, tmp_path):

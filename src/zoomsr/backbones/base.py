@@ -78,6 +78,7 @@ class Backbone(nn.Module):
         lr: torch.Tensor,
         prompts: list[str] | None = None,
         generator: torch.Generator | None = None,
+        **options: Any,
     ) -> torch.Tensor:
         """One inference step.
 
@@ -87,6 +88,7 @@ class Backbone(nn.Module):
             prompts: one text per image, or None for backbones that take none.
             generator: source of the step's random draws; None: one seeded by ``seed`` (None:
                 torch's global RNG).
+            options: the backbone's own step options (SR3: ``progress``; ITER: ``steps``).
 
         Returns:
             ``(B, C, h * scale, w * scale)`` in [0, 1].
@@ -101,9 +103,9 @@ class Backbone(nn.Module):
         x = pad_to(x, self.size_multiple)
         with self.inference():
             if self.refines_upsampled:
-                sr = self._refined(self.upsample(x), prompts, generator)
+                sr = self._refined(self.upsample(x), prompts, generator, options)
             else:
-                sr = self._upscale(x, prompts, self._generator(generator))
+                sr = self._upscale(x, prompts, self._generator(generator), **options)
         sr = sr[..., : h * self.scale, : w * self.scale].clamp(0, 1)
         return sr.mean(1, keepdim=True) if gray else sr
 
@@ -112,6 +114,7 @@ class Backbone(nn.Module):
         up: torch.Tensor,
         prompts: list[str] | None = None,
         generator: torch.Generator | None = None,
+        **options: Any,
     ) -> torch.Tensor:
         """The step on an image already upsampled to the output size (``refines_upsampled``
         backbones only): CoZ hands its SD3 the zoomed crop resized to ``P x P``.
@@ -127,12 +130,12 @@ class Backbone(nn.Module):
         self.check_input_size(*(-(-s // self.scale) for s in up.shape[-2:]))
         h, w = up.shape[-2:]
         with self.inference():
-            out = self._refined(pad_to(up, self.hr_multiple), prompts, generator)
+            out = self._refined(pad_to(up, self.hr_multiple), prompts, generator, options)
         return out[..., :h, :w].clamp(0, 1)
 
-    def _refined(self, up: torch.Tensor, prompts, generator) -> torch.Tensor:
+    def _refined(self, up: torch.Tensor, prompts, generator, options: dict) -> torch.Tensor:
         self.check_hr_size(*up.shape[-2:])
-        y = self._refine(self.to_model_range(up), prompts, self._generator(generator))
+        y = self._refine(self.to_model_range(up), prompts, self._generator(generator), **options)
         return self.from_model_range(y)
 
     def _upscale(
@@ -228,7 +231,21 @@ class Backbone(nn.Module):
                 (noise, timesteps) comes from the sample's own seed, so a sample gets the same
                 noise whichever device or batch it lands in: DDP on N devices then equals one
                 device with the same global batch, and a resumed run repeats the original.
+
+        Raises:
+            ZoomSRError: ``hr`` is not ``lr`` x ``scale`` or its sides do not fit the network.
         """
+        self.check_pair(lr, hr)
+        return self._training_outputs(lr, hr, prompts, seeds)
+
+    def _training_outputs(
+        self,
+        lr: torch.Tensor,
+        hr: torch.Tensor,
+        prompts: list[str] | None,
+        seeds: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """What :meth:`training_outputs` returns, the sizes checked."""
         raise NotImplementedError(f"{type(self).__name__} has nothing to train")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
+from zoomsr.losses.vsd import VSDSettings
 
 Adapter = Literal["generator", "regularizer"] | None
 GENERATOR, REGULARIZER, ENCODER = "generator", "regularizer", "encoder"
@@ -382,6 +383,32 @@ class SD3LoRA(Backbone):
         )[0]
         return v.float()
 
+    def guided_velocity(
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        cond: tuple[torch.Tensor, torch.Tensor],
+        uncond: tuple[torch.Tensor, torch.Tensor],
+        scale: float,
+    ) -> torch.Tensor:
+        """Classifier-free guidance ``v_uncond + s (v_cond - v_uncond)``, both branches in one
+        batched forward (``[uncond; cond]``, as OSEDiff's ``distribution_matching_loss``).
+
+        ``x0 = z_t - sigma v`` and ``eps = z_t + (1 - sigma) v`` are affine in ``v`` with the same
+        coefficients for both branches, so the guidance is the same in v, eps or x0 form.
+        ``scale == 1`` is the conditional score alone (one forward).
+        """
+        if scale == 1.0:
+            return self.velocity(z, t, *cond)
+        v = self.velocity(
+            torch.cat([z, z]),
+            torch.cat([t, t]),
+            torch.cat([uncond[0], cond[0]]),
+            torch.cat([uncond[1], cond[1]]),
+        )
+        v_uncond, v_cond = v.chunk(2)
+        return v_uncond + scale * (v_cond - v_uncond)
+
     def one_step(
         self, lr: torch.Tensor, prompts: list[str] | None, noise: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,14 +459,22 @@ class SD3LoRA(Backbone):
         hr: torch.Tensor,
         prompts: list[str] | None = None,
         seeds: torch.Tensor | None = None,
+        vsd: VSDSettings | None = None,
     ) -> dict[str, torch.Tensor]:
         """The OSEDiff training forward.
 
+        Args:
+            lr, hr, prompts, seeds: as :meth:`Backbone.training_outputs`.
+            vsd: how the VSD scores are queried (guidance, negative prompt, noise range); None:
+                :class:`~zoomsr.losses.vsd.VSDSettings`' defaults. Used only with ``vsd=True``.
+
         Returns (images in [-1, 1], latents scaled):
             ``sr`` and ``hr`` ``(B, 3, H, W)``; ``latent`` ``z0`` ``(B, c, H/f, W/f)`` (with grad).
-            With ``vsd``: ``x0_real``/``x0_fake`` (frozen and regularizer x0-predictions at a
-            noised ``z0``, no grad), ``reg_x0`` (regularizer x0-prediction at another noised
-            ``sg(z0)``, grad into the regularizer only) and ``reg_target`` ``= sg(z0)``.
+            With ``vsd``: ``x0_real`` (the frozen model, guided: ``v_neg + s (v_cond - v_neg)``)
+            and ``x0_fake`` (the regularizer, prompt only) at the same ``vsd_zt``, a noised
+            ``z0`` at timestep ``vsd_t`` ``(B,)`` (no grad); ``reg_x0`` (regularizer
+            x0-prediction at another noised ``sg(z0)``, grad into the regularizer only) and
+            ``reg_target`` ``= sg(z0)``.
         """
         self.check_pair(lr, hr)
         gens = None
@@ -449,38 +484,57 @@ class SD3LoRA(Backbone):
         sr, z0 = self.one_step(lr, prompts, noise)
         out = {"sr": sr, "hr": hr.float() * 2 - 1, "latent": z0}
         if self.vsd:
-            emb, pooled = self.prompt_embeddings(prompts, lr.shape[0])
-            out |= self._vsd_outputs(z0, emb, pooled, gens)
+            settings = vsd or VSDSettings()
+            cond = self.prompt_embeddings(prompts, lr.shape[0])
+            out |= self._vsd_outputs(z0, cond, settings, gens)
         return out
 
     def _noised(
-        self, z0: torch.Tensor, generators: list[torch.Generator] | None
+        self,
+        z0: torch.Tensor,
+        generators: list[torch.Generator] | None,
+        steps: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``z_t = (1 - sigma) z0 + sigma eps`` at a uniformly drawn training step (CoZ)."""
-        b = z0.shape[0]
+        """``z_t = (1 - sigma) z0 + sigma eps`` at a training step drawn uniformly from
+        ``steps = [k_min, k_max)``, counted from the least noisy of the scheduler's
+        ``num_train_timesteps`` (default: all of them, as CoZ).
+
+        Returns ``z_t``, the timesteps ``(B,)`` and ``sigma`` ``(B, 1, 1, 1)``.
+        """
+        b, n = z0.shape[0], self.num_train_timesteps
+        lo, hi = steps or (0, n)
         if generators is None:
-            idx = torch.randint(0, self.num_train_timesteps, (b,))
+            k = torch.randint(lo, hi, (b,))
             eps = torch.randn_like(z0)
         else:
-            idx = torch.stack([torch.randint(0, self.num_train_timesteps, (1,), generator=g)[0]
-                               for g in generators])  # fmt: skip
+            k = torch.stack([torch.randint(lo, hi, (1,), generator=g)[0] for g in generators])
             eps = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in generators])
+        idx = n - 1 - k  # train_sigmas run from the noisiest (sigma = 1) down
         sigma = self.train_sigmas[idx.to(self.train_sigmas.device)].to(z0.device)
         s = sigma.view(b, 1, 1, 1)
-        return (1 - s) * z0 + s * eps.to(z0), sigma * self.num_train_timesteps, s
+        return (1 - s) * z0 + s * eps.to(z0), sigma * n, s
 
-    def _vsd_outputs(self, z0, emb, pooled, generators) -> dict[str, torch.Tensor]:
+    def _vsd_outputs(self, z0, cond, settings: VSDSettings, generators) -> dict[str, torch.Tensor]:
         z0 = z0.detach()
-        z_t, t, s = self._noised(z0, generators)
+        z_t, t, s = self._noised(z0, generators, (settings.t_min, settings.t_max))
         with torch.no_grad():
-            with self.adapter(None):  # the frozen base: the "real" score
-                x0_real = z_t - s * self.velocity(z_t, t, emb, pooled)
+            with self.adapter(None):  # the frozen base: the "real" score, guided
+                uncond = self.prompt_embeddings([settings.negative_prompt] * z0.shape[0], 0)
+                v = self.guided_velocity(z_t, t, cond, uncond, settings.guidance_scale)
+                x0_real = z_t - s * v
             with self.adapter(REGULARIZER):  # the "fake" score, tracking the generator
-                x0_fake = z_t - s * self.velocity(z_t, t, emb, pooled)
+                x0_fake = z_t - s * self.velocity(z_t, t, *cond)
         z_t2, t2, s2 = self._noised(z0, generators)
         with self.adapter(REGULARIZER):
-            reg_x0 = z_t2 - s2 * self.velocity(z_t2, t2, emb, pooled)
-        return {"x0_real": x0_real, "x0_fake": x0_fake, "reg_x0": reg_x0, "reg_target": z0}
+            reg_x0 = z_t2 - s2 * self.velocity(z_t2, t2, *cond)
+        return {
+            "x0_real": x0_real,
+            "x0_fake": x0_fake,
+            "vsd_zt": z_t,
+            "vsd_t": t,
+            "reg_x0": reg_x0,
+            "reg_target": z0,
+        }
 
     # -- adapters in and out -----------------------------------------------------------------
     def regularizer_parameters(self) -> list[nn.Parameter]:

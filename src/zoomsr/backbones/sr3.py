@@ -10,6 +10,15 @@ Three pieces, read top to bottom:
   draw of a continuous noise level, and one step of the DDPM (ancestral) or DDIM sampler.
 - :class:`SR3`, the :class:`~zoomsr.backbones.base.Backbone` that joins them.
 
+Two U-Net variants (``variant``): ``"zoomsr"`` (the default, as above) and ``"janspiry"``, the
+network of Janspiry's public SR3 (github.com/Janspiry/Image-Super-Resolution-via-Iterative-
+Refinement, ``model/sr3_modules/unet.py``), whose released checkpoints ``zoomsr import-sr3``
+converts. They differ in five switches of :class:`SR3UNet` (:data:`UNET_VARIANTS`): the noise
+level enters the encoding raw (not x5000); the embedding MLP ends at ``C``, not ``4C``; the FiLM
+projection is a plain Linear (no SiLU before it); a ResNet block returns ``h + skip(x)``, not
+``(h + skip(x)) / sqrt(2)``; the attention's qkv conv has no bias. Janspiry conditions on the LR
+upsampled by PIL's bicubic on 8-bit images (``condition="pil_bicubic_8bit"``).
+
 One option departs from the paper, off by default: ``residual=True`` diffuses the residual
 ``HR - bicubic(LR)`` instead of the HR image (SRDiff, Li et al. 2022, arXiv:2104.14951),
 scaled by ``residual_scale``. The network then starts from the bicubic image and only has to learn
@@ -54,20 +63,62 @@ class SR3ValueError(ZoomSRError, ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def noise_level_encoding(gamma: torch.Tensor, dim: int) -> torch.Tensor:
+#: The switches of :class:`SR3UNet` that make each variant (module docstring).
+UNET_VARIANTS: dict[str, dict[str, float | int | bool]] = {
+    "zoomsr": {
+        "noise_level_scale": NOISE_LEVEL_SCALE,
+        "emb_mult": 4,
+        "film_act": True,
+        "skip_rescale": True,
+        "qkv_bias": True,
+        "swish": False,
+        "fused_attention": True,
+    },
+    "janspiry": {
+        "noise_level_scale": 1.0,
+        "emb_mult": 1,
+        "film_act": False,
+        "skip_rescale": False,
+        "qkv_bias": False,
+        # Not a different function, the same arithmetic: x * sigmoid(x) and F.silu round
+        # differently (1 ulp), and an unfused softmax(q k^T / sqrt(C)) v differs from the fused
+        # kernel by as much; a deep U-Net amplifies that to ~1e-5. Computed Janspiry's way, the
+        # two networks agree to float rounding.
+        "swish": True,
+        "fused_attention": False,
+    },
+}
+
+
+class Swish(nn.Module):
+    """``x * sigmoid(x)``, computed in that order (SiLU, as Janspiry's SR3 writes it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+def _activation(swish: bool) -> nn.Module:
+    return Swish() if swish else nn.SiLU()
+
+
+def noise_level_encoding(
+    gamma: torch.Tensor, dim: int, scale: float = NOISE_LEVEL_SCALE
+) -> torch.Tensor:
     """Sinusoidal (Transformer-style) encoding of the continuous noise level.
 
     Args:
-        gamma: ``(B,)`` noise levels ``sqrt(alpha_bar)`` in [0, 1].
+        gamma: ``(B,)`` or ``(B, 1)`` noise levels ``sqrt(alpha_bar)`` in [0, 1].
         dim: even embedding width.
+        scale: ``s`` below (default :data:`NOISE_LEVEL_SCALE`; Janspiry's SR3 uses 1).
 
     Returns:
         ``(B, dim)`` float32: ``[sin(s * gamma * w_k), cos(s * gamma * w_k)]`` with
-        ``w_k = 10000^(-k / (dim / 2))`` and ``s`` = :data:`NOISE_LEVEL_SCALE`.
+        ``w_k = 10000^(-k / (dim / 2))``.
     """
     half = dim // 2
     freqs = torch.exp(-math.log(1e4) * torch.arange(half, device=gamma.device) / half)
-    angles = NOISE_LEVEL_SCALE * gamma.float()[:, None] * freqs[None]
+    level = gamma.float().reshape(gamma.shape[0], -1)[:, 0]
+    angles = (level if scale == 1.0 else scale * level)[:, None] * freqs[None]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
@@ -82,14 +133,30 @@ class ResnetBlock(nn.Module):
         emb_dim: width of the noise-level embedding.
         norm_groups: GroupNorm groups; must divide ``in_ch`` and ``out_ch``.
         dropout: dropout probability before the second conv.
+        film_act: SiLU before the FiLM projection (default True; False: a plain Linear).
+        skip_rescale: return ``(h + skip) / sqrt(2)`` (default True; False: ``h + skip``).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, norm_groups: int, dropout: float):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        norm_groups: int,
+        dropout: float,
+        film_act: bool = True,
+        skip_rescale: bool = True,
+        swish: bool = False,
+    ):
         super().__init__()
+        self.skip_rescale = skip_rescale
+        self.act = _activation(swish)
         self.norm1 = nn.GroupNorm(norm_groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        # Additive FiLM: the embedding is projected to one bias per channel.
-        self.noise_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_ch))
+        # Additive FiLM: the embedding is projected to one bias per channel. The Linear stays at
+        # index 1 either way, so both variants share the key names.
+        act = _activation(swish) if film_act else nn.Identity()
+        self.noise_proj = nn.Sequential(act, nn.Linear(emb_dim, out_ch))
         self.norm2 = nn.GroupNorm(norm_groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -97,24 +164,36 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """``(B, in_ch, H, W)``, ``(B, emb_dim)`` -> ``(B, out_ch, H, W)``."""
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.act(self.norm1(x)))
         h = h + self.noise_proj(emb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (h + self.skip(x)) / math.sqrt(2.0)
+        h = self.conv2(self.dropout(self.act(self.norm2(h))))
+        h = h + self.skip(x)
+        return h / math.sqrt(2.0) if self.skip_rescale else h
 
 
 class SelfAttention(nn.Module):
-    """Single-head self-attention over all ``H * W`` positions, with a residual connection."""
+    """Single-head self-attention over all ``H * W`` positions, with a residual connection.
 
-    def __init__(self, channels: int, norm_groups: int):
+    ``softmax(q k^T / sqrt(C)) v`` with q, k, v the three ``C``-channel thirds of a 1x1 conv of
+    the normalized input (``qkv_bias=False``: that conv has no bias, as in Janspiry's SR3).
+    """
+
+    def __init__(self, channels: int, norm_groups: int, qkv_bias: bool = True, fused: bool = True):
         super().__init__()
+        self.fused = fused
         self.norm = nn.GroupNorm(norm_groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=qkv_bias)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, C, H, W)``."""
         b, c, h, w = x.shape
+        if not self.fused:  # the HW x HW matrix in memory, as Janspiry computes it
+            q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h, w).unbind(1)  # (B, C, H, W)
+            logits = torch.einsum("bcij,bcyx->bijyx", q, k) / math.sqrt(c)  # (B, H, W, H, W)
+            attn = logits.reshape(b, h, w, h * w).softmax(-1).reshape(b, h, w, h, w)
+            out = torch.einsum("bijyx,bcyx->bcij", attn, v)  # (B, C, H, W)
+            return x + self.proj(out)
         # (B, 1, HW, C) with the channels contiguous: only then does the CPU dispatch pick the
         # fused (flash) kernel, whose memory is linear in HW. On a strided view it falls back
         # to the math kernel and materializes the HW x HW matrix: 17 GB at 256 x 256.
@@ -135,10 +214,19 @@ class SR3Block(nn.Module):
         norm_groups: int,
         dropout: float,
         with_attn: bool,
+        film_act: bool = True,
+        skip_rescale: bool = True,
+        qkv_bias: bool = True,
+        swish: bool = False,
+        fused_attention: bool = True,
     ):
         super().__init__()
-        self.res = ResnetBlock(in_ch, out_ch, emb_dim, norm_groups, dropout)
-        self.attn = SelfAttention(out_ch, norm_groups) if with_attn else None
+        self.res = ResnetBlock(
+            in_ch, out_ch, emb_dim, norm_groups, dropout, film_act, skip_rescale, swish
+        )
+        self.attn = (
+            SelfAttention(out_ch, norm_groups, qkv_bias, fused_attention) if with_attn else None
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """``(B, in_ch, H, W)``, ``(B, emb_dim)`` -> ``(B, out_ch, H, W)``."""
@@ -188,9 +276,20 @@ class SR3UNet(nn.Module):
         norm_groups: GroupNorm groups (default 32); must divide every channel count.
         image_size: side of the training HR crop (default 128); only places the attention.
         gradient_checkpointing: recompute each block in the backward pass to save memory.
+        noise_level_scale: factor on ``gamma`` before the sinusoidal encoding (default 5000,
+            WaveGrad's; Janspiry: 1).
+        emb_mult: the noise embedding MLP is ``Linear(C, 4C) -> SiLU -> Linear(4C, emb_mult C)``
+            (default 4; Janspiry: 1).
+        film_act, skip_rescale: of every :class:`ResnetBlock` (default True; Janspiry: False).
+        qkv_bias: bias of the attention's qkv conv (default True; Janspiry: False).
+        swish, fused_attention: compute SiLU as ``x * sigmoid(x)`` and attention unfused, to
+            agree with Janspiry's arithmetic to float rounding (defaults False, True).
 
-    Input ``x``: ``(B, 6, H, W)`` in [-1, 1], ``H`` and ``W`` divisible by
-    ``2 ** (len(channel_mults) - 1)``; ``gamma``: ``(B,)`` noise levels in [0, 1].
+    :data:`UNET_VARIANTS` names the last seven for each variant.
+
+    Input ``x``: ``(B, 6, H, W)`` in [-1, 1], the condition first (``cat([cond, y_t])``), ``H``
+    and ``W`` divisible by ``2 ** (len(channel_mults) - 1)``; ``gamma``: ``(B,)`` or ``(B, 1)``
+    noise levels in [0, 1] (Janspiry's denoiser takes ``(B, 1)``).
     Output: ``(B, 3, H, W)``, the predicted noise.
     """
 
@@ -206,24 +305,41 @@ class SR3UNet(nn.Module):
         norm_groups: int = 32,
         image_size: int = 128,
         gradient_checkpointing: bool = False,
+        noise_level_scale: float = NOISE_LEVEL_SCALE,
+        emb_mult: int = 4,
+        film_act: bool = True,
+        skip_rescale: bool = True,
+        qkv_bias: bool = True,
+        swish: bool = False,
+        fused_attention: bool = True,
     ):
         super().__init__()
         self.channel_mults = [1, 2, 4, 8, 8] if channel_mults is None else list(channel_mults)
         self.attn_res = [16] if attn_res is None else [int(r) for r in attn_res]
         self.gradient_checkpointing = gradient_checkpointing
-        emb_dim = inner_channel * 4
+        self.noise_level_scale = float(noise_level_scale)
+        hidden, emb_dim = inner_channel * 4, inner_channel * emb_mult
         self.noise_mlp = nn.Sequential(
-            nn.Linear(inner_channel, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            nn.Linear(inner_channel, hidden), _activation(swish), nn.Linear(hidden, emb_dim)
         )
         self.inner_channel = inner_channel
         self.init_conv = nn.Conv2d(in_channels, inner_channel, 3, padding=1)
         block = functools.partial(
-            SR3Block, emb_dim=emb_dim, norm_groups=norm_groups, dropout=dropout
+            SR3Block,
+            emb_dim=emb_dim,
+            norm_groups=norm_groups,
+            dropout=dropout,
+            film_act=film_act,
+            skip_rescale=skip_rescale,
+            qkv_bias=qkv_bias,
+            swish=swish,
+            fused_attention=fused_attention,
         )
         self.downs, skips, ch = self._build_down(block, inner_channel, res_blocks, image_size)
         self.mid = nn.ModuleList([block(ch, ch, with_attn=True), block(ch, ch, with_attn=False)])
         self.ups, ch = self._build_up(block, ch, skips, res_blocks, image_size)
         self.out_norm = nn.GroupNorm(norm_groups, ch)
+        self.out_act = _activation(swish)
         self.out_conv = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def _build_down(
@@ -270,8 +386,10 @@ class SR3UNet(nn.Module):
         return block(x, emb)
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """``(B, 6, H, W)``, ``(B,)`` -> ``(B, 3, H, W)`` predicted noise."""
-        emb = self.noise_mlp(noise_level_encoding(gamma, self.inner_channel).to(x.dtype))
+        """``(B, 6, H, W)``, ``(B,)`` or ``(B, 1)`` -> ``(B, 3, H, W)``: the noise prediction
+        ``eps_theta(cat([cond, y_t]), gamma)`` (SR3 Eq. 6)."""
+        enc = noise_level_encoding(gamma, self.inner_channel, self.noise_level_scale)
+        emb = self.noise_mlp(enc.to(x.dtype))
         h = self.init_conv(x)
         feats = [h]
         for module in self.downs:
@@ -284,7 +402,7 @@ class SR3UNet(nn.Module):
                 h = self._run(module, torch.cat([h, feats.pop()], dim=1), emb)
             else:
                 h = module(h)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        return self.out_conv(self.out_act(self.out_norm(h)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +565,15 @@ class SR3(Backbone):
             (default 1.0). Residuals are small (std ~0.1), so a factor > 1 gives the diffused
             signal more of the unit variance the noise schedule was made for; the sampler's
             clamp of ``x0`` to [-1, 1] then bounds the residual to ``+-1 / residual_scale``.
+        variant: the U-Net's switches, ``"zoomsr"`` or ``"janspiry"`` (:data:`UNET_VARIANTS`;
+            the latter loads Janspiry's released checkpoints, ``zoomsr import-sr3``).
+        condition: how the LR is brought to the HR size: ``"bicubic"`` (torch, on floats;
+            default) or ``"pil_bicubic_8bit"`` (the LR rounded to 8 bits, PIL's bicubic, as
+            Janspiry's data preparation makes its ``sr_*`` images).
+
+    The noise prediction is ``self.unet(torch.cat([cond, y_t], 1), gamma)``, cond and ``y_t`` in
+    [-1, 1], gamma ``(B,)`` or ``(B, 1)``: one call of Janspiry's ``denoise_fn`` for the
+    ``janspiry`` variant.
 
     The HR side (LR side times ``scale``) must be divisible by ``2 ** (len(channel_mults) - 1)``.
     """
@@ -455,7 +582,6 @@ class SR3(Backbone):
 
     refines_upsampled = True  # the U-Net denoises conditioned on the bicubic-upsampled LR
     size_error = SR3ValueError
-    _progress = False  # a tqdm bar in the current upscale call
 
     def __init__(
         self,
@@ -477,8 +603,17 @@ class SR3(Backbone):
         seed: int | None = None,
         residual: bool = False,
         residual_scale: float = 1.0,
+        variant: Literal["zoomsr", "janspiry"] = "zoomsr",
+        condition: Literal["bicubic", "pil_bicubic_8bit"] = "bicubic",
     ):
         super().__init__()
+        if variant not in UNET_VARIANTS:
+            raise SR3ValueError(f"variant must be one of {sorted(UNET_VARIANTS)}, got {variant!r}")
+        if condition not in ("bicubic", "pil_bicubic_8bit"):
+            raise SR3ValueError(
+                f"condition must be 'bicubic' or 'pil_bicubic_8bit', got {condition!r}"
+            )
+        self.variant, self.condition = variant, condition
         if scale < 1:
             raise SR3ValueError(f"scale must be >= 1, got {scale}")
         if not residual_scale > 0:
@@ -500,11 +635,20 @@ class SR3(Backbone):
                 norm_groups=norm_groups,
                 image_size=image_size,
                 gradient_checkpointing=gradient_checkpointing,
+                **UNET_VARIANTS[variant],
             )
         # HR sides: multiples of 2 ** (len(channel_mults) - 1); LR sides that make them so
         # (Backbone.upscale pads the LR to it).
         self.multiple = self.hr_multiple = 2 ** (len(self.unet.channel_mults) - 1)
         self.size_multiple = self.multiple // math.gcd(self.multiple, scale)
+
+    def upsample(self, lr: torch.Tensor) -> torch.Tensor:
+        """The conditioning image in [0, 1]: torch's bicubic x ``scale`` (default), or with
+        ``condition="pil_bicubic_8bit"`` the LR rounded to 8 bits and resized by PIL's bicubic."""
+        if self.condition == "pil_bicubic_8bit":
+            size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+            return pil_bicubic_8bit(lr, size)
+        return super().upsample(lr)
 
     def _target(self, hr: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """What is diffused, ``(B, 3, H, W)``: the HR in [-1, 1], or with ``residual`` the scaled
@@ -516,13 +660,7 @@ class SR3(Backbone):
         """Inverse of :meth:`_target`: a sample ``(B, 3, H, W)`` -> the SR image in [-1, 1]."""
         return cond + y / self.residual_scale if self.residual else y
 
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def _training_outputs(self, lr, hr, prompts, seeds) -> dict[str, torch.Tensor]:
         """Noise the HR at a random continuous level and predict the noise (SR3 Alg. 1).
 
         Args:
@@ -535,7 +673,6 @@ class SR3(Backbone):
         Returns:
             ``{"eps_pred", "eps"}``, both ``(B, 3, H, W)``; SR3 Eq. 6 is the L1 between them.
         """
-        self.check_pair(lr, hr)
         b = hr.shape[0]
         cond = self.to_model_range(self.upsample(lr))
         if seeds is None:
@@ -558,37 +695,18 @@ class SR3(Backbone):
         gamma = torch.cat(gammas).to(hr.device)
         return gamma, torch.stack(noises).to(device=hr.device, dtype=hr.dtype)
 
-    def upscale(
+    def _refine(
         self,
-        lr: torch.Tensor,
-        prompts: list[str] | None = None,
-        generator: torch.Generator | None = None,
+        cond: torch.Tensor,
+        prompts: list[str] | None,
+        generator: torch.Generator | None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Super-resolve by ``sample_steps`` denoising steps of the configured sampler
-        (:meth:`Backbone.upscale`: any LR size, padded to :attr:`size_multiple`).
-
-        Args:
-            lr: ``(B, 3, h, w)`` in [0, 1].
-            prompts: ignored (SR3 takes no text).
-            generator: source of all sampling noise (any device); falls back to ``seed``, then
-                to the global RNG. The same generator state gives the same output.
-            progress: show a tqdm bar over the steps.
-
-        Returns:
-            ``(B, 3, h * scale, w * scale)`` in [0, 1].
-        """
-        self._progress = progress
-        try:
-            return super().upscale(lr, prompts, generator)
-        finally:
-            self._progress = False
-
-    def _refine(
-        self, cond: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """The reverse process conditioned on the upsampled LR ``cond`` in [-1, 1]."""
-        y = self.sample(cond, generator=generator, progress=self._progress)
+        """``sample_steps`` denoising steps of the configured sampler conditioned on the
+        upsampled LR ``cond`` in [-1, 1] (:meth:`Backbone.upscale`: any LR size; prompts are
+        ignored; ``generator`` drives all sampling noise, else ``seed``, else the global RNG;
+        ``upscale(lr, progress=True)`` shows a tqdm bar over the steps)."""
+        y = self.sample(cond, generator=generator, progress=progress)
         return self._from_target(y, cond)
 
     @torch.no_grad()
@@ -628,6 +746,29 @@ class SR3(Backbone):
         if self.sampler == "ddpm":
             return self.diffusion.ddpm_step(x, eps, t, s, noise)
         return self.diffusion.ddim_step(x, eps, t, s, self.ddim_eta, noise)
+
+
+def pil_bicubic_8bit(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Janspiry's conditioning image: ``(B, C, h, w)`` in [0, 1] rounded to 8 bits, resized to
+    ``size = (H, W)`` by PIL's ``Image.BICUBIC`` (on uint8, so rounded again), back in [0, 1].
+
+    Janspiry's ``data/prepare_data.py`` makes the ``sr_*`` condition of each LR this way and its
+    loader reads it with ``ToTensor``. Returns ``(B, C, H, W)`` on the input's device and dtype.
+    """
+    import numpy as np
+    from PIL import Image
+
+    u8 = (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    out = []
+    for img in u8:
+        if img.shape[0] == 3:  # an RGB image, as Janspiry's loader opens it
+            pil = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)), "RGB")
+            out.append(np.asarray(pil.resize((size[1], size[0]), Image.BICUBIC)).transpose(2, 0, 1))
+            continue
+        chans = [Image.fromarray(c).resize((size[1], size[0]), Image.BICUBIC) for c in img]
+        out.append(np.stack([np.asarray(c) for c in chans]))
+    up = torch.from_numpy(np.stack(out)).to(device=images.device, dtype=torch.float32) / 255.0
+    return up.to(images.dtype)
 
 
 def _randn(

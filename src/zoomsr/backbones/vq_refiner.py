@@ -232,7 +232,6 @@ class VQRefiner(Backbone):
 
     refines_upsampled = True  # the LQ encoder reads the bicubic-upsampled LR
     size_error = VQRefinerValueError
-    _steps: int | None = None  # refinement rounds of the current upscale call (None: T)
 
     def __init__(
         self,
@@ -330,13 +329,7 @@ class VQRefiner(Backbone):
 
     # -- shapes ---------------------------------------------------------------------------------
     # -- training -------------------------------------------------------------------------------
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def _training_outputs(self, lr, hr, prompts, seeds) -> dict[str, torch.Tensor]:
         """Named tensors for the stage's loss terms.
 
         Stage ``vqgan``: ``recon`` and ``hr`` (``(B, 3, H, W)`` in [-1, 1]) and ``vq_loss``.
@@ -353,7 +346,6 @@ class VQRefiner(Backbone):
 
         ``seeds`` ``(B,)``: every random draw of a sample from its own generator.
         """
-        self.check_pair(lr, hr)
         y = hr.float() * 2.0 - 1.0
         if self.stage == "vqgan":
             recon, _, vq_loss = self.vqgan(y)
@@ -399,35 +391,23 @@ class VQRefiner(Backbone):
         fn = cosine_schedule if self.schedule == "cosine" else linear_schedule
         return float(fn(r))
 
-    def upscale(
+    def _refine(
         self,
-        lr: torch.Tensor,
-        prompts: list[str] | None = None,
-        generator: torch.Generator | None = None,
+        x: torch.Tensor,
+        prompts: list[str] | None,
+        generator: torch.Generator | None,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Super-resolve ``lr`` ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h*scale, w*scale)``
-        (:meth:`Backbone.upscale`: any LR size, padded to :attr:`size_multiple`).
-
-        Stage ``iter``: :meth:`refine` the LQ encoder's tokens in ``steps`` (default ``T``)
-        rounds and decode. Stage ``vqgan``: the VQGAN's reconstruction of the bicubic image.
-        ``generator`` (else one seeded by ``seed``) drives any sampling; the default
-        (argmax tokens, top-k masks) is deterministic.
+        """The bicubic-upsampled LR ``x`` in [-1, 1] -> the decoded tokens in [-1, 1]
+        (:meth:`Backbone.upscale`). Stage ``iter``: :meth:`refine` the LQ encoder's tokens in
+        ``steps`` (default ``T``; ``upscale(lr, steps=k)``) rounds and decode. Stage ``vqgan``:
+        the VQGAN's reconstruction of the bicubic image. ``generator`` (else one seeded by
+        ``seed``) drives any sampling; the default (argmax tokens, top-k masks) is deterministic.
         """
-        self._steps = steps
-        try:
-            return super().upscale(lr, prompts, generator)
-        finally:
-            self._steps = None
-
-    def _refine(
-        self, x: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """The bicubic-upsampled LR ``x`` in [-1, 1] -> the decoded tokens in [-1, 1]."""
         if self.stage == "vqgan":
             return self.vqgan(x)[0]
         shapes = self.vqgan.token_shapes(*x.shape[-2:])
-        tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, self._steps)[-1]
+        tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, steps)[-1]
         return self.vqgan.decode_tokens(unflatten_tokens(tokens, shapes))
 
     @torch.no_grad()

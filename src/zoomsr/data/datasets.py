@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from zoomsr.data.bicubic import BicubicDegradation
 from zoomsr.data.io import list_images, load_image
 from zoomsr.errors import ZoomSRError
+from zoomsr.runfolder import unique_names
 
 Degradation = Callable[..., torch.Tensor]
 
@@ -152,6 +153,7 @@ class BenchmarkDataset(Dataset):
         keep_gray: bool = True,
     ) -> None:
         self.files = list_images(hr_dir, "HR folder")[:max_images]
+        self.names = unique_names(self.files)  # unique even for x.png + x.jpg (row keys)
         self.scale, self.crop_size, self.keep_gray = scale, crop_size, keep_gray
         self.lr_files: list[Path | None] = [None] * len(self.files)
         if lr_dir is not None and crop_size is not None:
@@ -189,7 +191,7 @@ class BenchmarkDataset(Dataset):
                     f"'{self.files[index].name}' cropped to a multiple of {self.scale} needs "
                     f"{expect[1]}x{expect[0]}. Is it the x{self.scale} LR of that image?"
                 )
-        return {"lr": lr, "hr": hr, "name": self.files[index].stem}
+        return {"lr": lr, "hr": hr, "name": self.names[index]}
 
 
 class PairedFolderDataset(Dataset):
@@ -212,6 +214,7 @@ class PairedFolderDataset(Dataset):
         augment: bool = False,
     ) -> None:
         self.hr_files = list_images(hr_dir, "HR folder")
+        self.names = unique_names(self.hr_files)  # unique even for x.png + x.jpg (row keys)
         lr_files = list_images(_lr_folder(Path(lr_dir), scale), "LR folder")
         self.lr_files = []
         for f in self.hr_files:
@@ -241,4 +244,4 @@ class PairedFolderDataset(Dataset):
             hr = hr[:, top * s : (top + c) * s, left * s : (left + c) * s]
         if self.augment:
             lr, hr = random_flip_rot(lr, hr)
-        return {"lr": lr, "hr": hr, "name": self.hr_files[index].stem}
+        return {"lr": lr, "hr": hr, "name": self.names[index]}

@@ -7,6 +7,9 @@ it, single-channel ``(1, H, W)``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +44,22 @@ def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
 
 
 def _to_array(img: Image.Image, keep_gray: bool) -> np.ndarray:
-    """PIL image of any mode -> float64 array in [0, 1], (H, W) if gray and kept else (H, W, 3)."""
+    """PIL image of any mode -> float32 array in [0, 1], (H, W) if gray and kept else (H, W, 3).
+
+    float32 throughout (never a float64 copy of a whole image): ``x / 255`` of exact integers is
+    correctly rounded in float32 as well, so the values equal a float64 division cast down."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr / (65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)
+        arr = np.asarray(img).astype(np.float32)
+        arr = arr / np.float32(65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)
         arr = np.clip(arr, 0.0, 1.0)
         return arr if keep_gray else np.repeat(arr[..., None], 3, axis=2)
     if img.mode == "F":
-        arr = np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return arr if keep_gray else np.repeat(arr[..., None], 3, axis=2)
     if img.mode in ("L", "1", "LA") or (img.mode == "P" and _palette_is_gray(img)):
-        gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-        return gray if keep_gray else np.repeat(gray[..., None], 3, axis=2)
+        gray = np.asarray(img.convert("L"))
+        gray = gray if keep_gray else np.repeat(gray[..., None], 3, axis=2)
+        return gray.astype(np.float32) / np.float32(255.0)
     if img.mode in ("RGBA", "PA", "P") and img.mode != "RGB":
         # Composite transparency over white, the way viewers show it.
         rgba = img.convert("RGBA")
@@ -60,7 +67,42 @@ def _to_array(img: Image.Image, keep_gray: bool) -> np.ndarray:
         img = Image.alpha_composite(background, rgba)
     if img.mode == "RGB;16" or img.mode.startswith("RGB") and img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+    return np.asarray(img.convert("RGB")).astype(np.float32) / np.float32(255.0)
+
+
+#: Default largest image zoomsr loads, in pixels (width x height): 8192 x 8192.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+def max_pixels() -> int | None:
+    """The pixel limit: ``$ZOOMSR_MAX_PIXELS`` (``0``: no limit), else :data:`DEFAULT_MAX_PIXELS`.
+
+    A 8192 x 8192 RGB image is 0.8 GB as float32; every zoom step holds several such tensors.
+    """
+    raw = os.environ.get("ZOOMSR_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ZoomSRError(
+            f"ZOOMSR_MAX_PIXELS='{raw}' is not a number of pixels (e.g. 200000000; 0: no limit)."
+        ) from None
+    return None if value <= 0 else value
+
+
+def check_size(path: Path, size: tuple[int, int], what: str = "") -> None:
+    """Raise one line naming ``path`` when ``size`` (w, h) exceeds :func:`max_pixels`
+    (``what``: e.g. ``"output of"`` for the size an image would be upscaled to)."""
+    limit = max_pixels()
+    w, h = size
+    if limit is not None and w * h > limit:
+        raise ZoomSRError(
+            f"{what + ' ' if what else ''}image '{path}' is {w}x{h} "
+            f"({w * h / 1e6:.0f} megapixels), above the limit of "
+            f"{limit / 1e6:.0f} megapixels: set ZOOMSR_MAX_PIXELS={w * h} (or 0: no limit) to "
+            "load it, or downscale the file."
+        )
 
 
 def _palette_is_gray(img: Image.Image) -> bool:
@@ -91,10 +133,12 @@ def load_image(path: str | Path, keep_gray: bool = False) -> torch.Tensor:
     if not path.is_file():
         raise ZoomSRError(f"image not found: '{path}'.")
     try:
-        with Image.open(path) as img:
+        # zoomsr applies its own limit (named, with its override) instead of PIL's bomb check.
+        with _pil_limit_off(), Image.open(path) as img:
+            check_size(path, img.size)
             img.load()
             arr = _to_array(img, keep_gray)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise ZoomSRError(
             f"cannot read image '{path}': {err}. Remove or replace the file."
         ) from err
@@ -114,9 +158,19 @@ def quantize(img: torch.Tensor) -> torch.Tensor:
 
 
 def save_image(img: torch.Tensor, path: str | Path) -> Path:
-    """Save a ``(C, H, W)`` float image in [0, 1] (C = 1 or 3) as an 8-bit file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save a ``(C, H, W)`` float image in [0, 1] (C = 1 or 3) as an 8-bit file, atomically
+    (a temporary name, then renamed: a kill never leaves a truncated file at ``path``)."""
+    from zoomsr.runfolder import save_pil_atomic
+
     arr = to_uint8(img.detach().cpu()).permute(1, 2, 0).numpy()
-    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(path)
-    return path
+    return save_pil_atomic(Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr), path)
+
+
+@contextmanager
+def _pil_limit_off() -> Iterator[None]:
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved

@@ -83,6 +83,14 @@ def import_coz(
     """Convert CoZ's files into ``out/coz.ckpt`` and ``out/lora/``; returns the checkpoint path."""
     loras = _load(lora, "transformer LoRA")
     encoder_sd = _load(vae, "VAE encoder") if vae is not None else None
+    # Tensors only, at every depth: anything else (a config, a _target_) is not CoZ's file.
+    if not isinstance(loras, (list, tuple)) or not all(torch.is_tensor(t) for t in loras):
+        raise ZoomSRError(f"CoZ LoRA '{lora}' is not a list of tensors (not CoZ's file).")
+    if encoder_sd is not None and not (
+        isinstance(encoder_sd, dict)
+        and all(isinstance(k, str) and torch.is_tensor(v) for k, v in encoder_sd.items())
+    ):
+        raise ZoomSRError(f"CoZ VAE encoder '{vae}' holds more than tensors (not CoZ's file).")
     rank = int(loras[1].shape[0]) if isinstance(loras, (list, tuple)) and len(loras) > 1 else 4
     vae_rank = 4
     if encoder_sd is not None:

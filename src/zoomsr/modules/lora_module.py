@@ -1,15 +1,18 @@
 """LoRAModule: SRModule for adapter backbones (SD3 LoRA), with the VSD regularizer's own loss
-and optimizer group, and a diffusers-readable LoRA export at the end of training."""
+and optimizer group, VSD diagnostics, and a diffusers-readable LoRA export at the end."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
 from zoomsr.backbones.base import Backbone
+from zoomsr.data.io import save_image
+from zoomsr.losses.vsd import VSDLoss
 from zoomsr.modules.sr_module import OptimizerFactory, SRModule
 
 
@@ -28,11 +31,26 @@ class LoRAModule(SRModule):
     At the end of training the generator adapter (EMA weights) is exported to
     ``<run>/lora/pytorch_lora_weights.safetensors`` (diffusers' ``load_lora_weights`` layout).
 
+    VSD diagnostics (with a :class:`~zoomsr.losses.vsd.VSDLoss` term), every
+    ``diagnostics_every`` steps: ``train/grad/<term>``, the L2 norm of the gradient each
+    generator term sends into the generator (``diagnostics_wrt``: ``latent``, the gradient at the
+    generator's output latent ``z0``, cheap, by the chain rule what every generator weight
+    receives; ``params``, at the generator's adapter weights, one extra backward per term);
+    ``train/vsd/gap`` (mean ``|x0_fake - x0_real|``), ``train/vsd/norm``, ``train/vsd/grad``,
+    ``train/vsd/cos`` (see :meth:`VSDLoss.diagnostics`), ``train/vsd/t`` (mean timestep) and
+    ``train/regularizer`` (the regularizer's loss, logged with every term). Every
+    ``vsd_panel_every`` steps a ``z0 | z_t | x0_fake | x0_real`` panel (decoded, first sample)
+    goes to ``<run>/samples/vsd_step*.png`` and W&B (``train/vsd_panel``), as CoZ's
+    ``vsd_visualization``.
+
     Args:
         backbone, losses, optimizer: as :class:`SRModule`; ``kwargs`` are SRModule's others
             (scheduler, ema_decay, panels, backbone_config, ...).
         regularizer_loss: the regularizer adapter's objective (None: no VSD).
         regularizer_lr: learning rate of the regularizer group (None: the optimizer's).
+        diagnostics_every: steps between VSD diagnostics (0: never).
+        diagnostics_wrt: ``latent`` | ``params`` (see above).
+        vsd_panel_every: steps between VSD image panels (0: never; CoZ: 100).
     """
 
     def __init__(
@@ -42,12 +60,78 @@ class LoRAModule(SRModule):
         optimizer: OptimizerFactory,
         regularizer_loss: nn.Module | None = None,
         regularizer_lr: float | None = None,
+        diagnostics_every: int = 50,
+        diagnostics_wrt: Literal["latent", "params"] = "latent",
+        vsd_panel_every: int = 100,
         **kwargs,
     ) -> None:
         if regularizer_loss is not None and _regularizer_params(backbone):
             losses = {**losses, "regularizer": regularizer_loss}
         super().__init__(backbone, losses, optimizer, **kwargs)
+        if diagnostics_wrt not in ("latent", "params"):
+            raise ValueError(f"diagnostics_wrt must be latent|params, got {diagnostics_wrt!r}")
         self.regularizer_lr = regularizer_lr
+        self.diagnostics_every, self.diagnostics_wrt = diagnostics_every, diagnostics_wrt
+        self.vsd_panel_every = vsd_panel_every
+        vsd_terms = [t for t in self.losses.values() if isinstance(t, VSDLoss)]
+        self.vsd_term = vsd_terms[0] if vsd_terms else None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        extra = {} if self.vsd_term is None else {"vsd": self.vsd_term.settings}
+        outputs = self.backbone.training_outputs(
+            batch["lr"], batch["hr"], prompts=self.prompts(batch), seeds=batch.get("seed"),
+            **extra,
+        )  # fmt: skip
+        terms = {name: term(outputs) for name, term in self.losses.items()}
+        loss = torch.stack(list(terms.values())).sum()
+        bs = batch["hr"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        if self.vsd_term is not None:
+            step = self.global_step
+            if self.diagnostics_every and step % self.diagnostics_every == 0:
+                self._log_diagnostics(outputs, terms, bs)
+            if self.vsd_panel_every and step % self.vsd_panel_every == 0:
+                self._log_vsd_panel(outputs)
+        return loss
+
+    # -- VSD diagnostics ---------------------------------------------------------------------
+    def _log_diagnostics(self, outputs: dict, terms: dict[str, torch.Tensor], bs: int) -> None:
+        """Per-term gradient norms into the generator, and the VSD score statistics."""
+        generator = [terms[k] for k in terms if k != "regularizer"]
+        if self.diagnostics_wrt == "latent":
+            wrt = [outputs[self.vsd_term.latent]]
+        else:
+            reg = {id(p) for p in _regularizer_params(self.backbone)}
+            wrt = [p for p in self.backbone.parameters() if p.requires_grad and id(p) not in reg]
+        norms = {}
+        for name, value in zip([k for k in terms if k != "regularizer"], generator):
+            grads = torch.autograd.grad(value, wrt, retain_graph=True, allow_unused=True)
+            sq = [g.float().pow(2).sum() for g in grads if g is not None] or [value.new_zeros(())]
+            norms[f"train/grad/{name}"] = torch.stack(sq).sum().sqrt()
+        stats = {f"train/vsd/{k}": v for k, v in self.vsd_term.diagnostics(outputs).items()}
+        stats["train/vsd/t"] = outputs["vsd_t"].float().mean()
+        self.log_dict(norms | stats, batch_size=bs)
+
+    @torch.no_grad()
+    def _log_vsd_panel(self, outputs: dict) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        keys = (self.vsd_term.latent, "vsd_zt", self.vsd_term.fake, self.vsd_term.real)
+        latents = torch.stack([outputs[k][0].detach().float() for k in keys])  # (4, c, h, w)
+        images = (self.backbone.decode(latents).clamp(-1, 1) + 1) / 2  # (4, 3, H, W)
+        panel = torch.cat(list(images), dim=-1).cpu()
+        name = f"vsd_step{self.global_step:07d}.png"
+        path = Path(self.trainer.default_root_dir) / "samples" / name
+        save_image(panel, path)
+        for lg in self.loggers:
+            if hasattr(lg, "log_image"):
+                lg.log_image(
+                    key="train/vsd_panel",
+                    images=[str(path)],
+                    caption=["z0 | z_t | x0_fake (regularizer) | x0_real (guided base)"],
+                    step=self.global_step,
+                )
 
     def configure_optimizers(self):
         reg = _regularizer_params(self.backbone)
@@ -57,13 +141,7 @@ class LoRAModule(SRModule):
         if reg:
             extra = {} if self.regularizer_lr is None else {"lr": self.regularizer_lr}
             groups.append({"params": reg, "name": "regularizer", **extra})
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
-        }
+        return self.with_scheduler(self.optimizer_factory(groups))
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -26,6 +26,9 @@ from zoomsr.errors import ZoomSRError
 
 log = logging.getLogger("zoomsr")
 
+#: longest prompt kept (a VLM reply is a sentence or two; CoZ caps generation at 77 tokens)
+MAX_PROMPT_CHARS = 4096
+
 
 def view_key(settings: dict, views: Sequence[torch.Tensor]) -> str:
     """The cache key of one image's views under ``settings``.
@@ -67,9 +70,19 @@ class PromptCache:
                     continue
                 try:
                     record = json.loads(line)
-                    self._entries[record["key"]] = str(record["prompt"])
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except json.JSONDecodeError:
+                    record = None
+                # Plain strings only: a line holding anything else (a mapping, a _target_) is
+                # not a prompt this cache wrote; it is skipped, never used or built.
+                if not (
+                    isinstance(record, dict)
+                    and isinstance(record.get("key"), str)
+                    and isinstance(record.get("prompt"), str)
+                    and len(record["prompt"]) <= MAX_PROMPT_CHARS
+                ):
                     log.warning("prompt cache %s: skipping unreadable line %d", self.path, number)
+                    continue
+                self._entries[record["key"]] = record["prompt"]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -18,11 +18,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from zoomsr import runfolder
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite
 from zoomsr.prompts import build_prompt_source
 from zoomsr.reporting import summarize, with_images, write_reports
+from zoomsr.tasks import preflight
 from zoomsr.tasks.common import (
     build_loggers,
     close_wandb,
@@ -36,23 +38,30 @@ from zoomsr.zoom.engine import Engine, build_engine, needs_backbone
 log = logging.getLogger("zoomsr")
 
 
-def backbone_factory(cfg: DictConfig, device: torch.device) -> Callable[[int], Backbone]:
+def backbone_factory(
+    cfg: DictConfig,
+    device: torch.device,
+    trained: Backbone | None = None,
+    scales: list[int] | None = None,
+) -> Callable[[int], Backbone]:
     """A function ``scale -> backbone``. Non-learned backbones are built at every scale; a
-    trained one (``ckpt=``) exists at its own scale only."""
-    if cfg.get("ckpt"):
+    trained one (``ckpt=``, or ``trained`` when already loaded) exists at its own scale only."""
+    if cfg.get("ckpt") or trained is not None:
         from zoomsr.checkpoint import load_backbone
 
-        backbone = load_backbone(cfg.ckpt, device=device)
+        backbone = trained if trained is not None else load_backbone(cfg.ckpt, device=device)
+        asked = scales if scales is not None else list(cfg.scales or [])
 
-        def trained(scale: int) -> Backbone:
+        def trained_at(scale: int) -> Backbone:
             if scale != backbone.scale:
                 raise ZoomSRError(
                     f"the checkpoint '{cfg.ckpt}' is a x{backbone.scale} model; "
-                    f"scales={list(cfg.scales)} asks for x{scale}. Use scales=[{backbone.scale}]."
+                    f"scales={asked} asks for x{scale}. Use scales=[{backbone.scale}] "
+                    "(or leave scales out: a checkpoint's own scale is the default)."
                 )
             return backbone
 
-        return trained
+        return trained_at
 
     def baseline(scale: int) -> Backbone:
         net = instantiate(cfg.backbone, scale=scale)
@@ -66,10 +75,12 @@ def backbone_factory(cfg: DictConfig, device: torch.device) -> Callable[[int], B
     return baseline
 
 
-def engine_factory(cfg: DictConfig, device: torch.device) -> Callable[..., Engine]:
+def engine_factory(
+    cfg: DictConfig, device: torch.device, trained: Backbone | None, scales: list[int]
+) -> Callable[..., Engine]:
     """A function ``(scale, **overrides) -> engine``: the ``zoom`` group's engine on the
     backbone of that step factor and the ``prompt`` source (built once)."""
-    make_backbone = backbone_factory(cfg, device)
+    make_backbone = backbone_factory(cfg, device, trained, scales)
     prompt_source = build_prompt_source(cfg.get("prompt"))
     model = needs_backbone(cfg.zoom)
 
@@ -89,18 +100,41 @@ def run(cfg: DictConfig) -> dict:
         in ``metrics.json``.
     """
     set_offline_defaults()
+    preflight.check_values(cfg, "evaluate")  # scales, scale, protocol values (i11)
     device = resolve_device(cfg.device)
     # Metric names and weight files first: a missing file fails here, in milliseconds.
     suite = MetricSuite(list(cfg.metrics), device=device)
-    scales = [int(s) for s in cfg.scales]
-    if not scales or min(scales) < 1:
-        raise ZoomSRError(f"scales must be a list of integers >= 1, got {scales}.")
     protocol = instantiate(cfg.protocol)
     out = output_dir(cfg)
+    with runfolder.open_run(  # lock + fingerprint of the job (i11)
+        out, runfolder.evaluate_job(cfg), bool(cfg.get("overwrite")), has_results(out)
+    ) as redo:
+        if redo:
+            runfolder.remove_outputs(out, EVAL_OUTPUTS)
+        return _evaluate(cfg, device, suite, protocol, out)
+
+
+#: what an evaluation writes into its folder (removed by ``overwrite=true``)
+EVAL_OUTPUTS = ("results.jsonl", "features", "panels", "images", "metrics.json",
+                "per_image.csv", "metrics.md", "metrics.png")  # fmt: skip
+
+
+def has_results(out: Path) -> bool:
+    return (out / "results.jsonl").exists() or (out / "metrics.json").exists()
+
+
+def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) -> dict:
     torch.manual_seed(cfg.seed)
+    data = instantiate(cfg.data)
+    trained = None
+    if cfg.get("ckpt"):
+        from zoomsr.checkpoint import load_backbone
+
+        trained = load_backbone(cfg.ckpt, device=device)
+    scales = preflight.default_scales(cfg, trained, data)
     ctx = EvalContext(
-        engine_factory(cfg, device),
-        instantiate(cfg.data),
+        engine_factory(cfg, device, trained, scales),
+        data,
         scales,
         suite,
         out,

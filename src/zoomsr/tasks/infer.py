@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from zoomsr import runfolder
 from zoomsr.backbones.base import Backbone
-from zoomsr.data.io import IMAGE_EXTENSIONS, list_images, load_image, save_image
+from zoomsr.data.io import IMAGE_EXTENSIONS, check_size, list_images, load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
+from zoomsr.tasks import preflight
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
 from zoomsr.zoom.engine import ChainEngine, Engine, ZoomResult, build_engine, needs_backbone
 from zoomsr.zoom.panels import overview, strip
@@ -74,27 +77,27 @@ def write_chain(result: ZoomResult, folder: Path, meta: dict) -> None:
     (folder / "prompts.json").write_text(json.dumps({**meta, "steps": result.prompts}, indent=2))
 
 
-def chain_image(engine: ChainEngine, image: torch.Tensor, target: Path) -> list[str]:
+def chain_image(engine: ChainEngine, image: torch.Tensor, target: Path, name: str) -> list[str]:
     """Run the chain on one image and write its folder atomically (temporary name, rename)."""
-    partial = target.with_name(f".{target.name}.partial")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        steps = tqdm(engine.iter_steps(image, target.name), desc="zoom", leave=False,
+        steps = tqdm(engine.iter_steps(image, name), desc="zoom", leave=False,
                      total=engine.steps + 1)  # fmt: skip
         write_chain(ZoomResult(list(steps)), partial, engine.settings())
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    partial.rename(target)
+    runfolder.replace_folder(partial, target)
     return [str(target)]
 
 
-def full_image(engine: Engine, image: torch.Tensor, out: Path, stem: str) -> list[str]:
+def full_image(engine: Engine, image: torch.Tensor, out: Path, stem: str, name: str) -> list[str]:
     """Whole-image SR: ``<stem>_x<u**k>.png`` for every step k."""
     return [
         str(save_image(s.output, out / f"{stem}_x{s.magnification}.png"))
-        for s in engine.iter_steps(image, stem)
+        for s in engine.iter_steps(image, name)
         if s.index > 0
     ]
 
@@ -119,29 +122,51 @@ def run(cfg: DictConfig) -> dict:
             failed (their finished neighbours stay written).
     """
     set_offline_defaults()
+    preflight.check_values(cfg, "infer")  # zoom.upscale/steps/process_size, scale (i11)
     files = input_files(cfg.input)
     out = output_dir(cfg)
+    with runfolder.open_run(  # lock + fingerprint of the job (i11)
+        out, runfolder.infer_job(cfg), bool(cfg.get("overwrite")), has_outputs(out, cfg)
+    ) as redo:
+        return _infer(cfg, files, out, redo)
+
+
+def has_outputs(out: Path, cfg: DictConfig) -> bool:
+    """True when ``out`` holds anything but zoomsr's and Hydra's own files."""
+    reserved = set(runfolder.reserved_names(str(cfg.get("task_name", "infer"))))
+    return any(p.name not in reserved for p in out.iterdir())
+
+
+def _infer(cfg: DictConfig, files: list[Path], out: Path, redo: bool) -> dict:
     device = resolve_device(cfg.device)
     model = needs_backbone(cfg.zoom)
     backbone = load_inference_backbone(cfg, device) if model else None
     prompt_source = build_prompt_source(cfg.get("prompt")) if model else None
     engine = build_engine(cfg.zoom, backbone, prompt_source, device)
     outputs, skipped, failed = [], [], []
-    for path in tqdm(files, desc="images", unit="img", dynamic_ncols=True):
-        if all(t.exists() for t in targets(engine, out, path.stem)):  # done by an earlier run
-            outputs += [str(t) for t in targets(engine, out, path.stem)]
+    # Output names: unique even for x.png + x.jpg, never Hydra's or zoomsr's own (i11).
+    stems = runfolder.unique_names(files, runfolder.reserved_names(str(cfg.task_name)))
+    for path, stem in tqdm(list(zip(files, stems)), desc="images", unit="img"):
+        done = targets(engine, out, stem)
+        if not redo and all(runfolder.output_ok(t) for t in done):  # done by an earlier run
+            outputs += [str(t) for t in done]
             continue
         try:
             image = load_image(path)
+            if not isinstance(engine, ChainEngine):
+                m = engine.upscale**engine.steps
+                check_size(path, (image.shape[-1] * m, image.shape[-2] * m), "output of")
         except ZoomSRError as err:
+            if len(files) == 1 and not Path(cfg.input).expanduser().is_dir():
+                raise  # the one input given: an error, not a skip
             log.warning("skipping %s", err)
             skipped.append(str(path))
             continue
         try:  # the per-image user prompt file is looked up by the input's stem
             if isinstance(engine, ChainEngine):
-                outputs += chain_image(engine, image, out / path.stem)
+                outputs += chain_image(engine, image, out / stem, path.stem)
             else:
-                outputs += full_image(engine, image, out, path.stem)
+                outputs += full_image(engine, image, out, stem, path.stem)
         except ZoomSRError as err:
             log.error("%s: %s", path.name, err)
             failed.append(f"{path.name}: {err}")

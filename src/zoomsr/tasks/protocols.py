@@ -31,6 +31,7 @@ from zoomsr.data.io import load_image, quantize, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog
+from zoomsr.runfolder import check_shave, features_ok, save_npz
 from zoomsr.zoom.engine import ChainEngine, Engine, FullImageEngine
 
 
@@ -67,12 +68,18 @@ def _last_step(engine: Engine, image: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _one_step_each(
-    ctx: EvalContext, rec: Recorder, scale: int, dataset, files: list, shave: int, protocol: str
+    ctx: EvalContext,
+    rec: Recorder,
+    scale: int,
+    dataset,
+    names: list[str],
+    shave: int,
+    protocol: str,
 ) -> None:
     """One engine step (``zoom=full``, ``steps=1``) on each image of ``dataset`` not yet recorded
-    at ``scale`` (``files`` names them, in order), scored against its HR with ``shave`` border
-    pixels left out."""
-    todo = [i for i, f in enumerate(files) if not rec.done(scale, f.stem)]
+    at ``scale`` (``names`` are their unique row names, in order), scored against its HR with
+    ``shave`` border pixels left out."""
+    todo = [i for i, name in enumerate(names) if not rec.done(scale, name)]
     if not todo:
         return
     engine = _engine(ctx, FullImageEngine, protocol, scale, steps=1)
@@ -112,6 +119,8 @@ class Recorder:
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
         self.results = ResultLog(ctx.out / "results.jsonl")
+        if ctx.suite.set_names:  # a row counts as done only with its features (i11)
+            self.results.keep(lambda r: features_ok(self._features_path(r["scale"], r["image"])))
         self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
@@ -130,6 +139,7 @@ class Recorder:
     ) -> None:
         """Queue one image: ``sr``/``hr`` ``(C, H, W)`` in [0, 1] (``hr`` None: no reference).
         FID uses ``fid_sr``/``fid_hr`` ``(N, C, h, w)`` when given (patches), else the images."""
+        check_shave(name, hr, shave)  # one line naming the image (i11)
         item = _Item(scale, name, sr, hr, shave, fid_sr, fid_hr, extra)
         queue = self.pending.setdefault(item.key, [])
         queue.append(item)
@@ -174,11 +184,12 @@ class Recorder:
         ]
         for item, group, ref in zip(items, as_set, refs):
             fs, fh = self._features(group), self._features(ref)
-            path = self.ctx.out / "features" / f"x{item.scale}" / f"{item.name}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
             arrays = {f"sr_{n}": v.numpy() for n, v in fs.items()}
             arrays |= {f"hr_{n}": v.numpy() for n, v in fh.items()}
-            np.savez(path, **arrays)
+            save_npz(self._features_path(item.scale, item.name), arrays)
+
+    def _features_path(self, scale: int, name: str) -> Path:
+        return self.ctx.out / "features" / f"x{scale}" / f"{name}.npz"
 
     def _save_panel(self, item: _Item) -> None:
         """``panels/x{s}/{image}.png``: SR | HR (SR alone without reference), 192 px high."""
@@ -235,7 +246,7 @@ class Benchmark:
         for scale in ctx.scales:
             dataset = ctx.data.benchmark_dataset(scale)
             shave = self.shave if self.shave is not None else scale
-            _one_step_each(ctx, rec, scale, dataset, dataset.files, shave, "benchmark")
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, shave, "benchmark")
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
@@ -259,7 +270,7 @@ class ZoomFull:
         for scale in ctx.scales:
             steps = _steps(scale, self.upscale)
             dataset = ctx.data.benchmark_dataset(scale)
-            todo = [i for i, f in enumerate(dataset.files) if not rec.done(scale, f.stem)]
+            todo = [i for i, n in enumerate(dataset.names) if not rec.done(scale, n)]
             if not todo:
                 continue
             engine = _engine(ctx, FullImageEngine, "zoom_full", self.upscale, steps=max(steps, 1))
@@ -293,7 +304,7 @@ class Paired:
         rec = Recorder(ctx)
         for scale in ctx.scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
-            _one_step_each(ctx, rec, scale, dataset, dataset.hr_files, self.shave, "paired")
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave, "paired")
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
@@ -337,7 +348,8 @@ class ZoomCenter:
         side = min(hr.shape[-2:]) // p * p
         if side < p:
             raise ZoomSRError(f"'{name}' is {hr.shape[-1]}x{hr.shape[-2]}, smaller than "
-                              f"zoom.process_size={p}.")  # fmt: skip
+                              f"zoom.process_size={p}: pass a smaller zoom.process_size "
+                              "(e.g. zoom.process_size=128).")  # fmt: skip
         top, left = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
         return hr[:, top : top + side, left : left + side]
 
@@ -362,10 +374,11 @@ class ZoomCenter:
     def run(self, ctx: EvalContext) -> list[dict]:
         steps = max(_steps(s, self.upscale) for s in ctx.scales)
         rec = Recorder(ctx)
-        files = ctx.data.benchmark_dataset(1).files
+        listing = ctx.data.benchmark_dataset(1)
         engine = None
-        for f in tqdm(files, desc="zoom_center", unit="img", dynamic_ncols=True):
-            if all(rec.done(s, f.stem) for s in ctx.scales):
+        for f, name in tqdm(zip(listing.files, listing.names), desc="zoom_center", unit="img",
+                            total=len(listing.files), dynamic_ncols=True):  # fmt: skip
+            if all(rec.done(s, name) for s in ctx.scales):
                 continue
             engine = engine or _engine(ctx, ChainEngine, "zoom_center", self.upscale,
                                        steps=max(steps, 1))  # fmt: skip
@@ -374,12 +387,12 @@ class ZoomCenter:
             square = self._square(hr, f.name, p)
             for step in engine.iter_steps(self._to_p(square, p), f.stem):
                 mag = self.upscale**step.index
-                if mag not in ctx.scales or rec.done(mag, f.stem):
+                if mag not in ctx.scales or rec.done(mag, name):
                     continue
                 sr = quantize(step.output.to(ctx.device))
                 sets = bool(ctx.suite.set_names)
                 fid_hr = self._hr_patches(hr, square.shape[-1], mag, p) if sets else None
                 fid_sr = patches(sr, self.fid_patch) if sets else None
-                rec.add(mag, f.stem, sr, self._reference(square, step.box, p), 0, fid_sr, fid_hr)
+                rec.add(mag, name, sr, self._reference(square, step.box, p), 0, fid_sr, fid_hr)
         rec.flush()
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]

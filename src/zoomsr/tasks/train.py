@@ -9,10 +9,13 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from zoomsr.checkpoint import read_checkpoint
+from zoomsr.checkpoint import check_resume, read_checkpoint
 from zoomsr.modules.sr_module import SRModule
 from zoomsr.prompts import build_prompt_source
+from zoomsr.runfolder import RunLock, is_rank_zero, write_text
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
+from zoomsr.tasks.preflight import check_values
+from zoomsr.tasks.resume import resolve_ckpt_path
 
 log = logging.getLogger("zoomsr")
 
@@ -51,14 +54,25 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set.
+    """Train ``cfg.backbone`` on ``cfg.data``; resume from ``cfg.ckpt_path`` when set
+    (``auto``: from the run folder's last checkpoint if it has one).
 
     Returns:
         The last logged metrics (``train/loss``, ``val/psnr_y``, …) as floats, plus
         ``out_dir`` and ``last_ckpt`` paths.
     """
     set_offline_defaults()
+    check_values(cfg, "train")
     out = output_dir(cfg)
+    lock = RunLock(out) if is_rank_zero() else None
+    try:
+        return _fit(cfg, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(cfg: DictConfig, out: Path) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
@@ -73,12 +87,17 @@ def run(cfg: DictConfig) -> dict:
         **no_val,
     )
     if cfg.get("compile"):
-        module.backbone = module.backbone.compile()
+        # nn.Module.compile() compiles in place and returns None (torch.compile(m) would
+        # return a wrapper whose state-dict keys gain an "_orig_mod." prefix).
+        module.backbone.compile()
     if trainer.is_global_zero:
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path")
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
     if ckpt_path is not None:
-        read_checkpoint(ckpt_path)  # a clear error for a missing or unsafe file, before Lightning
+        # A clear error for a missing or unsafe file, another architecture, or callback state
+        # naming files outside this run, before Lightning reads it.
+        check_resume(read_checkpoint(ckpt_path), module.backbone, cfg.backbone._target_,
+                     ckpt_path, out / "checkpoints")  # fmt: skip
     # weights_only: resuming never unpickles arbitrary objects.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 

@@ -39,10 +39,7 @@ from zoomsr.zoom.resize import Quantize, pil_resize, to_8bit
 from zoomsr.zoom.step import (
     EngineBase,
     PromptFn,
-    PromptOverrides,
-    ZoomResult,
     ZoomStep,
-    overrides_by_step,
     step_factor,
 )
 
@@ -136,32 +133,11 @@ class ChainEngine(EngineBase):
         return {"rec_type": self.rec_type, "process_size": self.process_size,
                 **super().settings()}  # fmt: skip
 
-    def run(self, image: torch.Tensor, name: str, **kw) -> ZoomResult:
-        """All of :meth:`iter_steps` at once."""
-        return ZoomResult(list(self.iter_steps(image, name, **kw)))
-
-    def iter_steps(
-        self,
-        image: torch.Tensor,
-        name: str,
-        *,
-        prompts: PromptOverrides = None,
-        seed: int | None = None,
+    def _iter(
+        self, image: torch.Tensor, name: str, overrides: dict[int, str], seed: int | None
     ) -> Iterator[ZoomStep]:
-        """Zoom into ``image`` ``(3, H, W)`` in [0, 1]: ``steps + 1`` :class:`ZoomStep`, step 0
-        first, one at a time (a caller that writes each step and drops it holds one step).
-
-        Args:
-            name: the image's name (the prompt source's per-image user text is looked up by it).
-            prompts: per-step texts used instead of the prompt source's (``{k: text}`` or a list,
-                step 1 first).
-            seed: this run's seed (default: the engine's ``seed``).
-
-        Raises:
-            ZoomSRError: the image is too small for the crops.
-        """
-        overrides = overrides_by_step(prompts)
-        seed = self.seed if seed is None else seed
+        """:meth:`~zoomsr.zoom.step.EngineBase.iter_steps` of the chain (module docstring);
+        raises ZoomSRError when the image is too small for the crops."""
         original = preprocess(image, self.process_size, self.resize, self.center_crop)
         original = original[None].to(self.device)
         h0, w0 = original.shape[-2:]

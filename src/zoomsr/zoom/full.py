@@ -16,10 +16,7 @@ from zoomsr.zoom.resize import Quantize, to_8bit
 from zoomsr.zoom.step import (
     EngineBase,
     PromptFn,
-    PromptOverrides,
-    ZoomResult,
     ZoomStep,
-    overrides_by_step,
     step_factor,
 )
 
@@ -66,28 +63,11 @@ class FullImageEngine(EngineBase):
         super().__init__(u, steps, align, wavelet_levels, tile_size, tile_overlap, memory,
                          quantize, seed, backbone, prompt_source, device)  # fmt: skip
 
-    def run(self, image: torch.Tensor, name: str, **kw) -> ZoomResult:
-        """All of :meth:`iter_steps` at once."""
-        return ZoomResult(list(self.iter_steps(image, name, **kw)))
-
-    def iter_steps(
-        self,
-        image: torch.Tensor,
-        name: str,
-        *,
-        prompts: PromptOverrides = None,
-        seed: int | None = None,
+    def _iter(
+        self, image: torch.Tensor, name: str, overrides: dict[int, str], seed: int | None
     ) -> Iterator[ZoomStep]:
-        """``image`` ``(C, H, W)`` in [0, 1] (``C`` 3, or 1: gray through an RGB model) ->
-        scales ``u**0 .. u**steps`` of the whole image, one :class:`ZoomStep` at a time.
-
-        Args:
-            name: the image's name (per-image user text of the prompt source).
-            prompts: per-step texts used instead of the prompt source's.
-            seed: this run's seed (default: the engine's ``seed``).
-        """
-        overrides = overrides_by_step(prompts)
-        seed = self.seed if seed is None else seed
+        """:meth:`~zoomsr.zoom.step.EngineBase.iter_steps` over the whole image ``(C, H, W)``
+        (``C`` 3, or 1: gray through an RGB model); the prompt source sees the step's input."""
         whole = (0.0, 0.0, 1.0, 1.0)
         yield ZoomStep(0, None, image.cpu(), whole, 1)
         current = image[None].to(self.device)

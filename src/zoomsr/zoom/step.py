@@ -4,9 +4,9 @@ model call, and where the models sit (memory modes). See :mod:`zoomsr.zoom.engin
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -134,6 +134,36 @@ class EngineBase:
         self.placer = ModelPlacer(self.device, memory)
         self.placer.setup(backbone, prompt_source if isinstance(prompt_source, nn.Module) else None)
         self._told_tiles = False
+
+    def iter_steps(
+        self,
+        image: torch.Tensor,
+        name: str,
+        *,
+        prompts: PromptOverrides = None,
+        seed: int | None = None,
+    ) -> Iterator[ZoomStep]:
+        """Run the engine on ``image`` ``(3, H, W)`` in [0, 1]: ``steps + 1`` :class:`ZoomStep`,
+        step 0 first, one at a time (a caller that writes each step and drops it holds one).
+
+        Args:
+            name: the image's name (the prompt source looks its per-image user text up by it).
+            prompts: per-step texts used instead of the prompt source's (``{k: text}`` or a list,
+                step 1 first).
+            seed: this run's seed (default: the engine's ``seed``): step ``k`` draws from a
+                generator seeded ``seed + k``.
+        """
+        seed = self.seed if seed is None else seed
+        yield from self._iter(image, name, overrides_by_step(prompts), seed)
+
+    def run(self, image: torch.Tensor, name: str, **kw: Any) -> ZoomResult:
+        """All of :meth:`iter_steps` at once."""
+        return ZoomResult(list(self.iter_steps(image, name, **kw)))
+
+    def _iter(
+        self, image: torch.Tensor, name: str, overrides: dict[int, str], seed: int | None
+    ) -> Iterator[ZoomStep]:
+        raise NotImplementedError
 
     def settings(self) -> dict:
         """The engine's settings as written to ``prompts.json`` / ``metrics.json``."""
