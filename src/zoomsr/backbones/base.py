@@ -221,6 +221,7 @@ class Backbone(nn.Module):
         hr: torch.Tensor,
         prompts: list[str] | None = None,
         seeds: torch.Tensor | None = None,
+        **options: Any,
     ) -> dict[str, torch.Tensor]:
         """The training forward: named tensors for the loss terms (e.g. ``eps_pred``/``eps``).
 
@@ -231,12 +232,13 @@ class Backbone(nn.Module):
                 (noise, timesteps) comes from the sample's own seed, so a sample gets the same
                 noise whichever device or batch it lands in: DDP on N devices then equals one
                 device with the same global batch, and a resumed run repeats the original.
+            options: the backbone's own training options (SD3: ``vsd``, the VSD settings).
 
         Raises:
             ZoomSRError: ``hr`` is not ``lr`` x ``scale`` or its sides do not fit the network.
         """
         self.check_pair(lr, hr)
-        return self._training_outputs(lr, hr, prompts, seeds)
+        return self._training_outputs(lr, hr, prompts, seeds, **options)
 
     def _training_outputs(
         self,

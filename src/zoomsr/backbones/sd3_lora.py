@@ -453,15 +453,10 @@ class SD3LoRA(Backbone):
         noise = self._latent_noise(self._latent_shape(x.shape[-2:], x.shape[0]), gens, x.device)
         return self._one_step(x, prompts, noise)[0]
 
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-        vsd: VSDSettings | None = None,
+    def _training_outputs(
+        self, lr, hr, prompts, seeds, vsd: VSDSettings | None = None
     ) -> dict[str, torch.Tensor]:
-        """The OSEDiff training forward.
+        """The OSEDiff training forward (:meth:`Backbone.training_outputs`, sizes checked).
 
         Args:
             lr, hr, prompts, seeds: as :meth:`Backbone.training_outputs`.
@@ -476,7 +471,6 @@ class SD3LoRA(Backbone):
             x0-prediction at another noised ``sg(z0)``, grad into the regularizer only) and
             ``reg_target`` ``= sg(z0)``.
         """
-        self.check_pair(lr, hr)
         gens = None
         if seeds is not None:
             gens = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
