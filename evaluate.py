@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from zoomsr.errors import check_overrides, exit_on_user_error, reject_null_group_overrides
+from zoomsr.metrics.suite import rewrite_bare_metric_list
 from zoomsr.tasks import evaluate
 
 
@@ -17,5 +18,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     reject_null_group_overrides(Path(__file__).parent / "conf")  # Hydra: a traceback
+    rewrite_bare_metric_list()  # metrics=[a,b] (before suites) -> metrics.names=[a,b]
     check_overrides(Path(__file__).parent / "conf", "evaluate")  # Hydra: exit 1, many lines
     main()

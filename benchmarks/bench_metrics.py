@@ -57,7 +57,7 @@ def random_inception(path: Path) -> None:
 def build(device: torch.device, tmp: Path, maniqa: bool) -> tuple[dict, list[str]]:
     """The metric modules (random full-size nets where no weights exist) and the names."""
     from zoomsr.metrics.fid import FID, InceptionFeatures
-    from zoomsr.metrics.no_reference import NoReference, build_pyiqa
+    from zoomsr.metrics.iqa import PyiqaMetric, build_pyiqa
     from zoomsr.metrics.perceptual import LPIPS, build_lpips
     from zoomsr.metrics.weights import place_niqe
 
@@ -68,12 +68,12 @@ def build(device: torch.device, tmp: Path, maniqa: bool) -> tuple[dict, list[str
     models = {
         "lpips": LPIPS(model=build_lpips("alex", pretrained_trunk=False)).to(device),
         "fid": FID(InceptionFeatures(str(inception))).to(device),
-        "niqe": NoReference("niqe", device=device),
-        "musiq": NoReference("musiq", model=build_pyiqa("musiq", device, pretrained=False)),
+        "niqe": PyiqaMetric("niqe", device=device),
+        "musiq": PyiqaMetric("musiq", model=build_pyiqa("musiq", device, pretrained=False)),
     }
     names = ["psnr_y", "ssim_y", "lpips", "niqe", "musiq", "fid"]
     if maniqa:  # ViT-B/8 on 20 crops of 224 px per image: ~1.5 TFLOP an image, GPU only
-        models["maniqa"] = NoReference(
+        models["maniqa"] = PyiqaMetric(
             "maniqa", model=build_pyiqa("maniqa", device, pretrained=False)
         )
         names.insert(-1, "maniqa")

@@ -16,11 +16,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("zoomsr.metrics.weights", "metric weight files: present, missing, where each goes"),
     "compare": ("zoomsr.reporting", "merge evaluation runs (metrics.json): one table and plot"),
     "import-coz": ("zoomsr.interop.coz", "Chain-of-Zoom's released SR LoRA -> a zoomsr checkpoint"),
+    "import-iter": ("zoomsr.interop.iter", "ITER's released x2/x4 weights -> a zoomsr checkpoint"),
     "import-sr3": (
         "zoomsr.interop.sr3",
         "Janspiry's released SR3 checkpoint -> a zoomsr checkpoint",
     ),
+    "import-spandrel": (
+        "zoomsr.interop.spandrel",
+        "a network spandrel detects -> a zoomsr checkpoint",
+    ),
+    "import-var": (
+        "zoomsr.interop.var",
+        "VAR's released VQVAE tokenizer -> zoomsr tokenizer files",
+    ),
     "prompts": ("zoomsr.prompts.precompute", "precompute the prompts of an image folder (cache)"),
+    "ui": ("zoomsr.ui.__main__", "web UI: Chain-of-Zoom in the browser (127.0.0.1:7860)"),
 }
 
 

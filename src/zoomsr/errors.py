@@ -100,7 +100,12 @@ def _hydra_message(err: BaseException, conf_dir) -> str:
         i = next(n for n, ln in enumerate(lines) if ln.startswith("Available options"))
         group = lines[i].split("'")[1] if "'" in lines[i] else "the group"
         head = lines[0].split(": ", 1)[-1]
-        return f"{head}; options of {group}: {', '.join(lines[i + 1 :])}."
+        options = []
+        for line in lines[i + 1 :]:
+            if line.startswith("Config search path"):
+                break
+            options.append(line)
+        return f"{head}; options of {group}: {', '.join(options)}."
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else "?"
         return (

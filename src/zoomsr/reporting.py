@@ -114,6 +114,12 @@ def with_images(summary: dict, rows: list[dict], metrics: list[str]) -> dict:
     return out
 
 
+def scale_entries(summary: dict) -> dict:
+    """The per-scale entries (``"x4"``, ...) of a metrics.json, without ``"suite"`` (how the
+    numbers were computed) or any other record."""
+    return {k: v for k, v in summary.items() if k[:1] == "x" and k[1:].isdigit()}
+
+
 def _json_safe(obj):
     """NaN / inf -> None so metrics.json is strict JSON."""
     if isinstance(obj, dict):
@@ -157,7 +163,7 @@ def markdown_table(summary: dict, metrics: list[str], label: str | None = None) 
     With ``label`` a first column names the run (``zoomsr compare`` stacks several)."""
     head = ("| run " if label is not None else "") + "| scale | " + " | ".join(metrics)
     lines = [head + " | images |", "|---" * (len(metrics) + 2 + (label is not None)) + "|"]
-    for scale, entry in summary.items():
+    for scale, entry in scale_entries(summary).items():
         cells = [_fmt(m, entry.get(m)) for m in metrics]
         first = f"| {label} " if label is not None else ""
         lines.append(f"{first}| {scale} | " + " | ".join(cells) + f" | {entry['n_images']} |")
@@ -188,6 +194,7 @@ def plot_runs(runs: dict[str, dict], metrics: list[str], path: Path) -> Path:
     for ax, m in zip(axes[0], metrics):
         ax.set_xscale("log", base=2)  # before the ticks: setting the scale resets their labels
         for label, summary in runs.items():
+            summary = scale_entries(summary)
             scales = sorted(int(k[1:]) for k in summary)
             values = [summary[f"x{s}"].get(m) for s in scales]
             values = [np.nan if v is None else v for v in values]
@@ -245,8 +252,9 @@ def run_label(run_dir: Path) -> str:
 
 def read_summary(path: Path) -> dict:
     """A metrics.json as plain numbers: ``{"x4": {"psnr_y": float | None, "n_images": int,
-    "align": "none" | "adain" | "wavelet", "images": {...}}}``; anything else (a mapping where
-    a number belongs, a ``_target_``) is refused with one line naming the file.
+    "align": "none" | "adain" | "wavelet", "images": {...}}}`` (its ``"suite"`` record left
+    out); anything else (a mapping where a number belongs, a ``_target_``) is refused with one
+    line naming the file.
 
     Raises:
         ZoomSRError: unreadable, or not the layout evaluate.py writes.
@@ -264,6 +272,10 @@ def read_summary(path: Path) -> dict:
     if not isinstance(summary, dict) or not summary:
         raise bad("not a mapping of scales")
     number = (int, float, type(None))
+    suite = summary.pop("suite", {})  # how the numbers were computed (metric suites)
+    if not isinstance(suite, dict) or any(isinstance(v, dict) and "_target_" in v
+                                          for v in suite.values()):  # fmt: skip
+        raise bad("'suite' is not a record of conventions")
     for scale, entry in summary.items():
         if not (isinstance(scale, str) and scale[:1] == "x" and scale[1:].isdigit()):
             raise bad(f"key '{scale}' is not a scale such as 'x4'")
@@ -308,19 +320,38 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``zoomsr compare RUN_DIR... [--out DIR] [--labels A B ...]``."""
+    """``zoomsr compare RUN_DIR... [--out DIR] [--labels A B ...] [--published ROW]``."""
     parser = argparse.ArgumentParser(
         prog="zoomsr compare",
         description="Put several evaluation runs (folders with metrics.json, or a multirun "
-        "folder) in one Markdown table and one plot of each metric against scale.",
+        "folder) in one Markdown table and one plot of each metric against scale; with "
+        "--published, each run beside a published row, differences marked.",
     )
-    parser.add_argument("runs", nargs="+", help="evaluation output folders")
+    parser.add_argument("runs", nargs="*", help="evaluation output folders")
     parser.add_argument("--out", default=".", help="where compare.md/png/json go (default .)")
     parser.add_argument("--labels", nargs="+", help="a name per run (default: its overrides)")
+    parser.add_argument("--published", metavar="ROW", help="a published row, e.g. osediff_drealsr")
+    parser.add_argument("--published-file", metavar="YAML", help="rows of your own (same layout)")
+    parser.add_argument("--list-published", action="store_true", help="list the rows and exit")
     args = parser.parse_args(argv)
     from zoomsr.errors import ZoomSRError
+    from zoomsr.metrics import published
 
     try:
+        if args.list_published:
+            for name, row in published.load_rows(args.published_file).items():
+                print(f"{name}: {row['method']}, x{row['scale']}, suite {row.get('suite')}")
+            return 0
+        if not args.runs:
+            parser.error("give at least one evaluation output folder")
+        if args.published:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            tables = [published.compare_row(run, args.published, args.published_file)
+                      for run in args.runs]  # fmt: skip
+            (out / "published.md").write_text("\n".join(tables))
+            print("\n".join(tables) + f"\n[zoomsr] {out / 'published.md'}")
+            return 0
         paths = compare(args.runs, Path(args.out), args.labels)
     except ZoomSRError as err:
         print(f"zoomsr error: {err}")

@@ -30,8 +30,10 @@ LOCK_FILE = ".zoomsr.lock"
 
 
 def is_rank_zero() -> bool:
-    """True outside distributed runs and on global rank 0 (the launcher's env variables)."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True outside distributed runs and on global rank 0, by the variables the launchers set
+    before the process starts (torchrun, Lightning's subprocess launcher, SLURM's srun)."""
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in keys)
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def unique_names(files: Sequence[str | Path], reserved: Sequence[str] = ()) -> l
     """One output name per input file, in order. The rule:
 
     1. the name is the file's stem; a leading ``.`` becomes ``_`` (hidden names in an output
-       folder belong to zoomsr and Hydra: ``.hydra.png`` -> ``_.hydra``);
+       folder belong to zoomsr and Hydra: ``.hydra.png`` -> ``_hydra``);
     2. when the name is already taken (names compare case-insensitively, as on macOS and
        Windows file systems) or is in ``reserved``, the suffix is appended (``x.jpg`` ->
        ``x_jpg``), then ``_2``, ``_3``… until it is free.

@@ -46,7 +46,7 @@ def test_wrong_path(compose_cfg, tmp_path):
 def test_unknown_metric(compose_cfg, tmp_path):
     folder = _folder_with_images(tmp_path / "hr")
     with pytest.raises(ZoomSRError, match=r"unknown metric\(s\) \['psnr_z'\]; available"):
-        _run(compose_cfg, tmp_path, f"data.hr_dir={folder}", "metrics=[psnr_y,psnr_z]")
+        _run(compose_cfg, tmp_path, f"data.hr_dir={folder}", "metrics.names=[psnr_y,psnr_z]")
 
 
 def test_missing_lr_file(compose_cfg, tmp_path):

@@ -101,6 +101,9 @@ def test_lightning_takes_ranks_and_requeue_from_slurm(compose_cfg, tmp_path, mon
     """Inside one srun task of a 2-node x 2-task job, trainer=ddp reads the node count from
     SLURM and Lightning selects SLURMEnvironment with auto-requeue on SIGUSR1."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # the Trainer sets it: undo
 
     slurm = {
         "SLURM_JOB_ID": "77",

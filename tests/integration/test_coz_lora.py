@@ -202,3 +202,22 @@ def test_without_weights_the_train_task_names_the_folder(compose_cfg, tmp_path):
     with pytest.raises(Exception) as err:  # Hydra wraps it; the entry point prints this line
         train.run(cfg)
     assert re.search("sd3-medium' does not exist.*debug=tiny", user_message(err.value) or "")
+
+
+def test_coz_lora_gan_trains_and_checkpoints_the_discriminator(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "train",
+        ["experiment=coz_lora_gan", "debug=tiny", "trainer.max_steps=2", "logger=csv",
+         "trainer.enable_progress_bar=false", "module.vsd_panel_every=0",
+         f"data.root={tmp_path / 'photos'}", f"out_dir={tmp_path / 'run'}"],
+    )  # fmt: skip
+    assert (
+        cfg.loss.gan.weight == 0.1
+        and "gan" not in compose_cfg("train", ["experiment=coz_lora", "debug=tiny"]).loss
+    )  # off in coz_lora
+    result = train.run(cfg)
+    assert np.isfinite(result["train/gan"]) and np.isfinite(result["train/discriminator"])
+    assert result["train/grad/gan"] > 0
+    keys = set(read_checkpoint(result["last_ckpt"])["state_dict"])
+    assert any(k.startswith("discriminator.main.") for k in keys)
+    assert all(".lora_" in k for k in keys if k.startswith("backbone."))

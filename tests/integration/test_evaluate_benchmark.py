@@ -48,7 +48,7 @@ def test_evaluate_writes_reports_and_wandb_run(compose_cfg, bench, tmp_path):
         ],
     )
     metrics = evaluate.run(cfg)
-    assert set(metrics) == {"x2", "x4"}
+    assert set(metrics) == {"x2", "x4", "suite"}  # per scale, and how they were computed
     assert metrics["x2"]["psnr_y"] > metrics["x4"]["psnr_y"]  # a larger zoom is harder
     rows = (tmp_path / "per_image.csv").read_text().splitlines()
     assert rows[0] == "scale,image,psnr_y,ssim_y" and len(rows) == 1 + 2 * 5

@@ -78,7 +78,7 @@ def tiny_fid(tmp_path, monkeypatch):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     real = suite_module.build_metric
     monkeypatch.setattr(
-        suite_module, "build_metric", lambda n, d="cpu": FID(net) if n == "fid" else real(n, d)
+        suite_module, "build_metric", lambda n, d="cpu", *a: FID(net) if n == "fid" else real(n, d)
     )
 
 
@@ -105,7 +105,7 @@ def test_killed_run_recomputes_only_missing_images_and_gives_the_same_metrics(
 ):
     out = tmp_path / "run"
     overrides = [f"protocol={protocol}", f"data.hr_dir={bench / 'Set5' / 'HR'}", *extra]
-    overrides.append("metrics=[psnr_y,ssim_y,fid]")
+    overrides.append("metrics.names=[psnr_y,ssim_y,fid]")
     first = evaluate.run(_cfg(compose_cfg, out, *overrides))
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 10 if protocol == "zoom_full" else len(rows) == 15
@@ -178,7 +178,7 @@ def test_compare_puts_runs_in_one_table_and_plot(compose_cfg, bench, tmp_path, c
 def test_missing_metric_weights_fail_before_any_work(compose_cfg, bench, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     cfg = _cfg(compose_cfg, tmp_path / "out", f"data.hr_dir={bench / 'Set5' / 'HR'}",
-               "metrics=[psnr_y,lpips,fid]")  # fmt: skip
+               "metrics.names=[psnr_y,lpips,fid]")  # fmt: skip
     with pytest.raises(ZoomSRError) as err:
         evaluate.run(cfg)
     message = str(err.value)

@@ -250,6 +250,30 @@ def test_import_coz_refuses_a_crafted_lora_file(world, kind):
     assert snapshot(tmp, (tmp / "run",)) == before
 
 
+@pytest.mark.parametrize("kind", KINDS[:3])
+def test_import_sr3_refuses_a_crafted_config_or_checkpoint(world, kind):
+    from zoomsr.interop.sr3 import main as import_sr3_main
+
+    tmp, outside, _ = world
+    p = payload(kind, outside)
+    unet = {"in_channel": 6, "out_channel": 3, "inner_channel": p, "channel_multiplier": [1, p],
+            "attn_res": [[p]], "res_blocks": 1, "dropout": 0}  # fmt: skip
+    config = {"model": {"which_model_G": "sr3", "unet": unet, "diffusion": {"image_size": 16},
+                        "beta_schedule": {"train": {"schedule": "linear", "n_timestep": 10,
+                                                    "linear_start": 1e-6, "linear_end": 1e-2}}},
+              "datasets": {"train": {"l_resolution": 16, "r_resolution": 128}}}  # fmt: skip
+    (tmp / "sr3.json").write_text(json.dumps(config))
+    torch.save({"w": torch.zeros(1), "evil": p}, tmp / "gen.pth")  # a crafted checkpoint
+    torch.save({"w": torch.zeros(1)}, tmp / "clean.pth")  # a clean one: the config is refused
+    before = snapshot(tmp, (tmp / "run",))
+    for ckpt in ("gen.pth", "clean.pth"):
+        with pytest.raises(SystemExit) as exit_info:
+            import_sr3_main(["--ckpt", str(tmp / ckpt), "--config", str(tmp / "sr3.json"),
+                             "--out", str(tmp / "run")])  # fmt: skip
+        assert exit_info.value.code == 2
+    assert snapshot(tmp, (tmp / "run",)) == before
+
+
 def test_prompt_cache_keeps_plain_prompts_only(world, caplog):
     tmp, outside, _ = world
     cache = tmp / "run" / "prompts.jsonl"

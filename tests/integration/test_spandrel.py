@@ -176,3 +176,19 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"w": torch.zeros(1), "obj": ZoomSRError("x")}, evil)  # an arbitrary class
     with pytest.raises(ZoomSRError, match=r"cannot read .*evil\.pth' safely"):
         Spandrel(str(evil))
+
+
+def test_import_spandrel_pointer_checkpoint_loads_and_is_offered_by_the_ui(models, tmp_path):
+    from zoomsr.checkpoint import load_backbone
+    from zoomsr.cli import main
+    from zoomsr.ui.engine import peek_checkpoint
+
+    path, _ = models["SwinIR"]
+    assert main(["import-spandrel", "--model", str(path), "--out", str(tmp_path)]) == 0
+    ckpt = tmp_path / "swinir_x2.ckpt"
+    assert ckpt.stat().st_size < 10_000  # a reference to the file, not a copy of the weights
+    net = load_backbone(ckpt)
+    lr = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(7))
+    assert net.scale == 2 and torch.equal(net.upscale(lr), _own_call(path, lr))
+    choice = peek_checkpoint(ckpt)
+    assert choice.error is None and choice.scale == 2 and "Spandrel" in choice.label

@@ -217,7 +217,7 @@ def test_import_consumes_every_key_and_gives_janspiry_noise_prediction(imported)
     x = torch.randn(2, 6, 16, 16, generator=g)
     gamma = torch.rand(2, 1, generator=g)
     with torch.no_grad():
-        ours = backbone.unet(x, gamma)
+        ours = backbone.predict_noise(x, gamma)
         ref = ref_eps(sd, UNET, 16, x, gamma)
     assert ref.abs().mean() > 0.05  # a real signal, not zeros
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0), (ours - ref).abs().max()
@@ -273,8 +273,10 @@ def test_import_names_the_key_it_cannot_place(tmp_path):
         import_sr3(tmp_path / "a_gen.pth", tmp_path / "c.json", tmp_path / "o")
 
 
-def test_cli_import_then_evaluate_and_infer(tmp_path, capsys):
+def test_cli_import_then_evaluate_and_infer(tmp_path, capsys, compose_cfg):
     from zoomsr.cli import main
+    from zoomsr.data.io import save_image
+    from zoomsr.tasks import evaluate, infer
 
     torch.save(janspiry_state(), tmp_path / "x_gen.pth")
     (tmp_path / "c.json").write_text(janspiry_json())
@@ -291,6 +293,23 @@ def test_cli_import_then_evaluate_and_infer(tmp_path, capsys):
     backbone = load_backbone(out / "sr3.ckpt")
     sr = backbone.upscale(torch.rand(1, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     assert sr.shape == (1, 3, 16, 16) and sr.min() >= 0 and sr.max() <= 1
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    save_image(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(4)), hr / "f.png")
+    ckpt = f"ckpt={out / 'sr3.ckpt'}"
+    result = evaluate.run(
+        compose_cfg("evaluate", [ckpt, f"data.hr_dir={hr}", "scales=[4]", "logger=csv",
+                                 f"out_dir={tmp_path / 'ev'}", "device=cpu"])
+    )  # fmt: skip
+    assert result["x4"]["n_images"] == 1 and result["x4"]["psnr_y"] > 0
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    save_image(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(5)), lr / "g.png")
+    infer.run(
+        compose_cfg("infer", [ckpt, "zoom=full", f"input={lr}", f"out_dir={tmp_path / 'inf'}",
+                              "device=cpu"])
+    )  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "inf").rglob("*.png")) == ["g_x4.png"]
     with pytest.raises(SystemExit) as exc:
         main([args[0], "--ckpt", str(tmp_path / "missing_gen.pth"), *args[3:], "--out", str(out)])
     assert exc.value.code == 2

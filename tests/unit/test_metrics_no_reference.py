@@ -12,7 +12,7 @@ from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics import weights
-from zoomsr.metrics.no_reference import NoReference, build_pyiqa
+from zoomsr.metrics.iqa import PyiqaMetric, build_pyiqa
 from zoomsr.metrics.suite import MetricSuite
 
 NIQE_NPZ = ROOT.parent / "shared" / "weights" / "niqe_pris_params.npz"
@@ -37,7 +37,7 @@ def test_niqe_runs_offline_from_the_placed_parameters(tmp_path, monkeypatch):
 
 def test_musiq_network_scores_a_batch_like_single_images():
     torch.manual_seed(0)
-    metric = NoReference("musiq", model=build_pyiqa("musiq", pretrained=False))
+    metric = PyiqaMetric("musiq", model=build_pyiqa("musiq", pretrained=False))
     images = torch.rand(3, 3, 96, 128, generator=torch.Generator().manual_seed(1))
     batched = metric(images)
     single = [metric(images[i : i + 1]).item() for i in range(3)]

@@ -29,12 +29,8 @@ from zoomsr.errors import ZoomSRError
 SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file, read without running code from it.
-
-    Raises:
-        ZoomSRError: the file is missing, of another kind, or not a dict of tensors.
-    """
+def weight_file(path: str | Path) -> Path:
+    """``path`` if it is an existing weight file, else a ZoomSRError naming it."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise ZoomSRError(
@@ -43,6 +39,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         )
     if p.suffix.lower() not in SUFFIXES:
         raise ZoomSRError(f"'{p}': not a weight file ({', '.join(SUFFIXES)}).")
+    return p
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file, read without running code from it.
+
+    Raises:
+        ZoomSRError: the file is missing, of another kind, or not a dict of tensors.
+    """
+    p = weight_file(path)
     try:
         if p.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -136,6 +142,11 @@ class Spandrel(Backbone):
         self.net: nn.Module = self.descriptor.model  # registered: .to(device) moves it
         self.net.requires_grad_(False)
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
+
+    @classmethod
+    def check_weights(cls, config) -> None:
+        """Start-up check (:mod:`zoomsr.tasks.preflight`): ``backbone.path`` is a weight file."""
+        weight_file(config.path)
 
     @property
     def architecture(self) -> str:

@@ -571,9 +571,8 @@ class SR3(Backbone):
             default) or ``"pil_bicubic_8bit"`` (the LR rounded to 8 bits, PIL's bicubic, as
             Janspiry's data preparation makes its ``sr_*`` images).
 
-    The noise prediction is ``self.unet(torch.cat([cond, y_t], 1), gamma)``, cond and ``y_t`` in
-    [-1, 1], gamma ``(B,)`` or ``(B, 1)``: one call of Janspiry's ``denoise_fn`` for the
-    ``janspiry`` variant.
+    :meth:`predict_noise` is the noise prediction on Janspiry's inputs as they are, one call of
+    its ``denoise_fn`` for the ``janspiry`` variant.
 
     The HR side (LR side times ``scale``) must be divisible by ``2 ** (len(channel_mults) - 1)``.
     """
@@ -681,7 +680,25 @@ class SR3(Backbone):
         else:
             gamma, eps = self._seeded_draws(seeds, hr)
         y_noisy = GaussianDiffusion.q_sample(self._target(hr, cond), gamma, eps)
-        return {"eps_pred": self.unet(torch.cat([cond, y_noisy], dim=1), gamma), "eps": eps}
+        return {
+            "eps_pred": self.predict_noise(torch.cat([cond, y_noisy], dim=1), gamma),
+            "eps": eps,
+        }
+
+    def predict_noise(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The noise prediction ``eps_theta(x, gamma)`` (SR3 Eq. 6).
+
+        Args:
+            x: ``(B, 6, H, W)`` = ``torch.cat([cond, y_t], 1)``: the upsampled LR and the noisy
+                image (with ``residual``, the noisy scaled residual), both in [-1, 1].
+            gamma: ``(B,)`` or ``(B, 1)`` noise levels ``sqrt(alpha_bar)`` in [0, 1]; Janspiry's
+                ``denoise_fn`` takes ``(B, 1)``, so with ``variant="janspiry"`` this is one call
+                of it on the same tensors (``zoomsr import-sr3``).
+
+        Returns:
+            ``(B, 3, H, W)``, the predicted noise.
+        """
+        return self.unet(x, gamma)
 
     def _seeded_draws(
         self, seeds: torch.Tensor, hr: torch.Tensor
@@ -740,7 +757,7 @@ class SR3(Backbone):
     ) -> torch.Tensor:
         """One step ``x_t -> x_s`` of the configured sampler, conditioned on ``gamma_t``."""
         gamma = torch.full((x.shape[0],), self.diffusion.gammas[t].item(), device=x.device)
-        eps = self.unet(torch.cat([cond, x], dim=1), gamma).to(x.dtype)
+        eps = self.predict_noise(torch.cat([cond, x], dim=1), gamma).to(x.dtype)
         stochastic = s > 0 and (self.sampler == "ddpm" or self.ddim_eta > 0)
         noise = _randn(x.shape, generator, x) if stochastic else None
         if self.sampler == "ddpm":

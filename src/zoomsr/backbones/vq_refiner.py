@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoomsr.backbones.base import Backbone, seeded
+from zoomsr.backbones.var_vqvae import var_tokenizer
 from zoomsr.backbones.vq import (
     VQGAN,
     ResBlock,
@@ -226,6 +227,10 @@ class VQRefiner(Backbone):
         corrupt_prob: training: fraction of the visible HR tokens of the refiner's input replaced
             by the LQ encoder's tokens, so it learns to read imperfect context (0: ITER).
         seed: initialises every weight, and seeds the sampling of ``upscale`` (when it samples).
+        tokenizer: ``vqgan`` (zoomsr's :class:`~zoomsr.backbones.vq.VQGAN`) or ``var``: VAR's
+            released VQVAE (:func:`~zoomsr.backbones.var_vqvae.var_tokenizer`: ``channels`` are
+            its level widths, ``embed_dim`` its Cvae, ``patch_nums`` its scales; weights from
+            ``zoomsr import-var`` as ``vqgan_ckpt``), e.g. ``experiment=iter_x4_var``.
     """
 
     is_learned = True
@@ -262,6 +267,7 @@ class VQRefiner(Backbone):
         mask_sampling: Literal["topk", "sample"] = "topk",
         corrupt_prob: float = 0.0,
         seed: int | None = None,
+        tokenizer: Literal["vqgan", "var"] = "vqgan",
     ):
         super().__init__()
         if stage not in ("vqgan", "iter"):
@@ -283,11 +289,13 @@ class VQRefiner(Backbone):
         self.schedule, self.keep_threshold = schedule, keep_threshold
         self.token_temperature, self.mask_sampling = token_temperature, mask_sampling
         self.corrupt_prob, self.codebook_size = corrupt_prob, codebook_size
-        n_scales = len(patch_nums) if quantizer == "msrq" else 1
+        n_scales = len(patch_nums) if quantizer == "msrq" or tokenizer == "var" else 1
         with seeded(seed):
             self.vqgan = VQGAN(
                 channels, blocks, groups, embed_dim, codebook_size, beta, quantizer,
                 patch_nums, phi, upsample,
+            ) if tokenizer != "var" else var_tokenizer(
+                channels, blocks, groups, embed_dim, codebook_size, patch_nums, beta
             )  # fmt: skip
             if stage == "iter":
                 self.lq_encoder = LQEncoder(
@@ -502,7 +510,7 @@ def _vqgan_path(path: str | Path) -> Path:
     if not p.is_file():
         raise ZoomSRError(
             f"VQGAN weights not found: '{p}' (backbone.vqgan_ckpt). Train the autoencoder first "
-            "(python train.py experiment=iter_x4_vqgan data.hr_dir=...) and pass "
+            "(python train.py experiment=vq_refiner_x4_vqgan data.hr_dir=...) and pass "
             "its runs/train/<run>/checkpoints/last.ckpt, or a .safetensors of VQGAN's state dict."
         )
     return p

@@ -46,20 +46,20 @@ def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
 def _to_array(img: Image.Image, keep_gray: bool) -> np.ndarray:
     """PIL image of any mode -> float32 array in [0, 1], (H, W) if gray and kept else (H, W, 3).
 
-    float32 throughout (never a float64 copy of a whole image): ``x / 255`` of exact integers is
-    correctly rounded in float32 as well, so the values equal a float64 division cast down."""
+    float32 throughout, divided in place (never a float64 copy of a whole image): ``x / 255``
+    of exact integers is correctly rounded in float32 as well, so the values equal a float64
+    division cast down."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
-        arr = arr / np.float32(65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)
-        arr = np.clip(arr, 0.0, 1.0)
+        arr /= np.float32(65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0)
+        np.clip(arr, 0.0, 1.0, out=arr)
         return arr if keep_gray else np.repeat(arr[..., None], 3, axis=2)
     if img.mode == "F":
         arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return arr if keep_gray else np.repeat(arr[..., None], 3, axis=2)
     if img.mode in ("L", "1", "LA") or (img.mode == "P" and _palette_is_gray(img)):
         gray = np.asarray(img.convert("L"))
-        gray = gray if keep_gray else np.repeat(gray[..., None], 3, axis=2)
-        return gray.astype(np.float32) / np.float32(255.0)
+        return _unit(gray if keep_gray else np.repeat(gray[..., None], 3, axis=2))
     if img.mode in ("RGBA", "PA", "P") and img.mode != "RGB":
         # Composite transparency over white, the way viewers show it.
         rgba = img.convert("RGBA")
@@ -67,7 +67,14 @@ def _to_array(img: Image.Image, keep_gray: bool) -> np.ndarray:
         img = Image.alpha_composite(background, rgba)
     if img.mode == "RGB;16" or img.mode.startswith("RGB") and img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img.convert("RGB")).astype(np.float32) / np.float32(255.0)
+    return _unit(np.asarray(img.convert("RGB")))
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1], divided in place."""
+    out = arr.astype(np.float32)
+    out /= np.float32(255.0)
+    return out
 
 
 #: Default largest image zoomsr loads, in pixels (width x height): 8192 x 8192.

@@ -1,4 +1,4 @@
-"""Token-level loss terms of the ``vq_refiner`` backbone (ITER) and its VQGAN stage."""
+"""Token-level loss terms of the ITER backbones (`iter`, `vq_refiner`) and their VQ stage."""
 
 from __future__ import annotations
 
@@ -91,3 +91,68 @@ class ScalarLoss(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.weight * _get(outputs, self.key).float()
+
+
+class ClassBalancedCrossEntropy(nn.Module):
+    """``weight * CE(logits, target; w)`` with class weights from the "effective number of
+    samples" (Cui et al. 2019, Eq. 8), ITER's ``class_balanced_xentropy`` for its evaluator on
+    the LQ tokens: ``w_c = (1 - beta) / (1 - beta^{n_c})``, normalized to sum to the number of
+    classes, ``n_c`` the count of class ``c`` in the batch.
+
+    Args:
+        logits: key of ``(B, L, C)`` logits. target: key of ``(B, L)`` class indices.
+        beta: 0.9999 (ITER). weight: multiplier (1).
+    """
+
+    def __init__(
+        self,
+        logits: str = "eval_init_logits",
+        target: str = "eval_init_targets",
+        beta: float = 0.9999,
+        weight: float = 1.0,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.logits, self.target, self.beta, self.weight, self.eps = (
+            logits, target, beta, weight, eps,
+        )  # fmt: skip
+
+    def forward(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = _get(outputs, self.logits).float()
+        logits = logits.reshape(-1, logits.shape[-1])
+        target = _get(outputs, self.target).long().reshape(-1)
+        classes = logits.shape[-1]
+        counts = torch.bincount(target, minlength=classes).float()
+        w = (1.0 - self.beta) / (1.0 - self.beta**counts + self.eps)
+        w = w / (w.sum() + self.eps) * classes
+        return self.weight * F.cross_entropy(logits, target, weight=w)
+
+
+class WeightedTokenCrossEntropy(nn.Module):
+    """``weight * mean_{b, n} r_b CE(logits_{b,n}, target_{b,n})``: ITER's refiner loss, the
+    token CE over *every* position, each sample weighted by ``r_b``, its hidden fraction (a
+    sample with more to predict counts more).
+
+    Args:
+        logits: key of ``(B, L, K)``. target: key of ``(B, L)``. sample_weight: key of ``(B,)``.
+        weight: multiplier (1).
+    """
+
+    def __init__(
+        self,
+        logits: str = "refine_logits",
+        target: str = "hr_tokens",
+        sample_weight: str = "refine_weight",
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.logits, self.target, self.sample_weight, self.weight = (
+            logits, target, sample_weight, weight,
+        )  # fmt: skip
+
+    def forward(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = _get(outputs, self.logits).float()
+        target = _get(outputs, self.target).long()
+        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, L)
+        r = _get(outputs, self.sample_weight).float().view(-1, 1)
+        return self.weight * (ce * r).mean()

@@ -12,9 +12,12 @@ The places (``$TORCH_HOME`` defaults to ``~/.cache/torch``; set it before runnin
   the ``lpips`` package.
 - ``fid``: torch-fidelity's TF-Inception port ``weights-inception-2015-12-05-6726825d.pth`` in
   ``$TORCH_HOME/hub/checkpoints`` (the file torchmetrics' FID uses too).
-- ``niqe``, ``musiq``, ``maniqa``: pyiqa's files in ``$TORCH_HOME/hub/pyiqa`` (pyiqa fixes this
-  folder when it is imported). NIQE's ``niqe_modelparameters.mat`` can be made from BasicSR's
-  ``niqe_pris_params.npz``: ``zoomsr weights --niqe-npz path/to/niqe_pris_params.npz``.
+- ``niqe``, ``musiq``, ``maniqa``, ``maniqa_pipal``, ``topiq_nr``, ``topiq_fr``, ``dists`` (its
+  alpha/beta; its VGG16 trunk is torchvision's ``vgg16-397923af.pth`` in ``checkpoints``) and
+  ``fid_pyiqa`` (pyiqa's / clean-fid's Inception, ``metrics.fid=pyiqa``): pyiqa's files in
+  ``$TORCH_HOME/hub/pyiqa`` (pyiqa fixes this folder when it is imported). NIQE's
+  ``niqe_modelparameters.mat`` can be made from BasicSR's ``niqe_pris_params.npz``:
+  ``zoomsr weights --niqe-npz path/to/niqe_pris_params.npz``.
 - ``clipiqa``: OpenAI's CLIP ``RN50.pt`` in ``$TORCH_HOME/hub/clip`` (pyiqa's CLIP loader,
   checked against the SHA-256 in its URL).
 """
@@ -86,6 +89,37 @@ METRIC_WEIGHTS: dict[str, list[WeightFile]] = {
         )
     ],
     "maniqa": [WeightFile("ckpt_koniq10k.pt", "pyiqa", _PYIQA_HF + "ckpt_koniq10k.pt")],
+    "maniqa_pipal": [
+        WeightFile("MANIQA_PIPAL-ae6d356b.pth", "pyiqa", _PYIQA_HF + "MANIQA_PIPAL-ae6d356b.pth")
+    ],
+    "topiq_nr": [
+        WeightFile(
+            "cfanet_nr_koniq_res50-9a73138b.pth",
+            "pyiqa",
+            _PYIQA_HF + "cfanet_nr_koniq_res50-9a73138b.pth",
+        )
+    ],
+    "topiq_fr": [
+        WeightFile(
+            "cfanet_fr_kadid_res50-2c4cc61d.pth",
+            "pyiqa",
+            _PYIQA_HF + "cfanet_fr_kadid_res50-2c4cc61d.pth",
+        )
+    ],
+    # DISTS: torchvision's VGG16 trunk (what pyiqa's DISTS loads first), then its alpha/beta
+    "dists": [
+        WeightFile("vgg16-397923af.pth", "checkpoints", _TV + "vgg16-397923af.pth"),
+        WeightFile("DISTS_weights-f5e65c96.pth", "pyiqa", _PYIQA_HF + "DISTS_weights-f5e65c96.pth"),
+    ],
+    # FID the way pyiqa / clean-fid compute it (metrics.fid=pyiqa): the same TF-Inception
+    # weights, in pytorch-fid's layout
+    "fid_pyiqa": [
+        WeightFile(
+            "pt_inception-2015-12-05-6726825d.pth",
+            "pyiqa",
+            _PYIQA_HF + "pt_inception-2015-12-05-6726825d.pth",
+        )
+    ],
     "clipiqa": [
         WeightFile(
             "RN50.pt",
@@ -115,11 +149,12 @@ def check_weights(metrics: list[str]) -> None:
     gone = missing(metrics)
     if not gone:
         return
-    lines = [f"{m}: '{f.name}' not found at {f.path} (download: {f.url})" for m, f in gone]
+    lines = [f"  {m}: '{f.name}' not found at {f.path} (download: {f.url})" for m, f in gone]
     hint = "Place each file there (or set TORCH_HOME); `zoomsr weights` lists them all."
     if any(f.name == "niqe_modelparameters.mat" for _, f in gone):
         hint += " NIQE: `zoomsr weights --niqe-npz niqe_pris_params.npz` writes its file."
-    raise ZoomSRError("missing metric weights: " + "; ".join(lines) + ". " + hint)
+    head = f"missing metric weights, {len(gone)} file(s), one per line:"
+    raise ZoomSRError("\n".join([head, *lines, hint]))
 
 
 def place_niqe(npz: str | Path) -> Path:

@@ -51,10 +51,10 @@ class EMA:
     def applied(self) -> Iterator[None]:
         """Temporarily load the EMA weights into the module (for validation or export)."""
         backup = {n: p.detach().clone() for n, p in self.params.items()}
-        with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(self.shadow[n].to(p.device, p.dtype))
-        try:
+        try:  # from the first copy on: a failure part-way still restores every weight
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(self.shadow[n].to(p.device, p.dtype))
             yield
         finally:
             with torch.no_grad():

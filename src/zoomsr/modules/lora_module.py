@@ -48,6 +48,17 @@ class LoRAModule(SRModule):
             (scheduler, ema_decay, panels, backbone_config, ...).
         regularizer_loss: the regularizer adapter's objective (None: no VSD).
         regularizer_lr: learning rate of the regularizer group (None: the optimizer's).
+        discriminator: a GAN discriminator on the SR and HR images in [-1, 1] (e.g.
+            :class:`~zoomsr.nets.discriminator.PatchDiscriminator`); None (default): no GAN.
+            With it the outputs gain ``d_fake`` (logits on ``sr``; the discriminator's weights
+            take no gradient from it, so a generator term such as
+            :class:`~zoomsr.losses.gan.GeneratorGANLoss` trains the generator only), ``d_real``
+            (on ``hr``) and ``d_fake_sg`` (on ``sg(sr)``), and ``discriminator_loss`` (e.g.
+            :class:`~zoomsr.losses.gan.DiscriminatorGANLoss` on ``d_real``/``d_fake_sg``) is
+            the term ``train/discriminator``, reaching the discriminator only: one backward
+            pass serves both players, each from the same discriminator state.
+        discriminator_loss: the discriminator's objective (needed with ``discriminator``).
+        discriminator_lr: learning rate of the discriminator's group (None: the optimizer's).
         diagnostics_every: steps between VSD diagnostics (0: never).
         diagnostics_wrt: ``latent`` | ``params`` (see above).
         vsd_panel_every: steps between VSD image panels (0: never; CoZ: 100).
@@ -63,11 +74,19 @@ class LoRAModule(SRModule):
         diagnostics_every: int = 50,
         diagnostics_wrt: Literal["latent", "params"] = "latent",
         vsd_panel_every: int = 100,
+        discriminator: nn.Module | None = None,
+        discriminator_loss: nn.Module | None = None,
+        discriminator_lr: float | None = None,
         **kwargs,
     ) -> None:
         if regularizer_loss is not None and _regularizer_params(backbone):
             losses = {**losses, "regularizer": regularizer_loss}
+        if discriminator is not None:
+            if discriminator_loss is None:
+                raise ValueError("module.discriminator needs module.discriminator_loss")
+            losses = {**losses, "discriminator": discriminator_loss}
         super().__init__(backbone, losses, optimizer, **kwargs)
+        self.discriminator, self.discriminator_lr = discriminator, discriminator_lr
         if diagnostics_wrt not in ("latent", "params"):
             raise ValueError(f"diagnostics_wrt must be latent|params, got {diagnostics_wrt!r}")
         self.regularizer_lr = regularizer_lr
@@ -82,11 +101,16 @@ class LoRAModule(SRModule):
             batch["lr"], batch["hr"], prompts=self.prompts(batch), seeds=batch.get("seed"),
             **extra,
         )  # fmt: skip
+        if self.discriminator is not None:
+            outputs |= self._discriminate(outputs)
         terms = {name: term(outputs) for name, term in self.losses.items()}
         loss = torch.stack(list(terms.values())).sum()
         bs = batch["hr"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        if self.discriminator is not None:
+            self.log_dict({"train/d_real": outputs["d_real"].mean(),
+                           "train/d_fake": outputs["d_fake_sg"].mean()}, batch_size=bs)  # fmt: skip
         if self.vsd_term is not None:
             step = self.global_step
             if self.diagnostics_every and step % self.diagnostics_every == 0:
@@ -95,17 +119,33 @@ class LoRAModule(SRModule):
                 self._log_vsd_panel(outputs)
         return loss
 
+    def _discriminate(self, outputs: dict) -> dict[str, torch.Tensor]:
+        """The discriminator's logits: ``d_fake`` with its weights frozen (gradient into the
+        generator only), ``d_real`` and ``d_fake_sg`` for its own loss."""
+        d = self.discriminator
+        d.requires_grad_(False)
+        try:
+            d_fake = d(outputs["sr"])
+        finally:
+            d.requires_grad_(True)
+        return {
+            "d_fake": d_fake,
+            "d_real": d(outputs["hr"]),
+            "d_fake_sg": d(outputs["sr"].detach()),
+        }
+
     # -- VSD diagnostics ---------------------------------------------------------------------
     def _log_diagnostics(self, outputs: dict, terms: dict[str, torch.Tensor], bs: int) -> None:
         """Per-term gradient norms into the generator, and the VSD score statistics."""
-        generator = [terms[k] for k in terms if k != "regularizer"]
+        names = [k for k in terms if k not in NOT_GENERATOR]
+        generator = [terms[k] for k in names]
         if self.diagnostics_wrt == "latent":
             wrt = [outputs[self.vsd_term.latent]]
         else:
             reg = {id(p) for p in _regularizer_params(self.backbone)}
             wrt = [p for p in self.backbone.parameters() if p.requires_grad and id(p) not in reg]
         norms = {}
-        for name, value in zip([k for k in terms if k != "regularizer"], generator):
+        for name, value in zip(names, generator):
             grads = torch.autograd.grad(value, wrt, retain_graph=True, allow_unused=True)
             sq = [g.float().pow(2).sum() for g in grads if g is not None] or [value.new_zeros(())]
             norms[f"train/grad/{name}"] = torch.stack(sq).sum().sqrt()
@@ -141,6 +181,10 @@ class LoRAModule(SRModule):
         if reg:
             extra = {} if self.regularizer_lr is None else {"lr": self.regularizer_lr}
             groups.append({"params": reg, "name": "regularizer", **extra})
+        if self.discriminator is not None:
+            extra = {} if self.discriminator_lr is None else {"lr": self.discriminator_lr}
+            params = list(self.discriminator.parameters())
+            groups.append({"params": params, "name": "discriminator", **extra})
         return self.with_scheduler(self.optimizer_factory(groups))
 
     def configure_gradient_clipping(
@@ -155,12 +199,25 @@ class LoRAModule(SRModule):
             else:
                 torch.nn.utils.clip_grad_norm_(group["params"], gradient_clip_val)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """SRModule's trainable weights, plus the discriminator's (to resume a GAN run)."""
+        state = checkpoint["state_dict"]
+        super().on_save_checkpoint(checkpoint)
+        if self.discriminator is not None:
+            checkpoint["state_dict"] |= {
+                k: v for k, v in state.items() if k.startswith("discriminator.")
+            }
+
     def on_train_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
         folder = Path(self.trainer.default_root_dir) / "lora"
         with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
             self.backbone.export_lora(folder)
+
+
+#: Terms whose gradient reaches no generator weight (their own adapters / networks only).
+NOT_GENERATOR = ("regularizer", "discriminator")
 
 
 def _regularizer_params(backbone: Backbone) -> list[nn.Parameter]:

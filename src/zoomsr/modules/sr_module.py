@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -13,6 +14,7 @@ from torch import nn
 from zoomsr.backbones.base import Backbone
 from zoomsr.data.io import quantize, save_image
 from zoomsr.metrics.fidelity import psnr, ssim
+from zoomsr.modules.codebook import CodebookUsage
 from zoomsr.modules.ema import EMA
 from zoomsr.prompts.base import PromptSource
 
@@ -39,6 +41,9 @@ class SRModule(pl.LightningModule):
         prompt_source: makes ``batch["prompt"]`` from the LR images when the data gives none
             (cached by content, so a repeated sample or a rerun never calls its model twice);
             None (default): the data's prompts or none.
+        codebook_size: a VQ backbone's codebook size: logs ``train/codebook_perplexity``,
+            ``train/codebook_dead`` (unused for ``codebook_window`` steps) and
+            ``train/codebook_used`` from its ``outputs["codes"]``; None (default): nothing.
     """
 
     def __init__(
@@ -51,6 +56,8 @@ class SRModule(pl.LightningModule):
         panels: int = 4,
         backbone_config: str | None = None,
         prompt_source: PromptSource | None = None,
+        codebook_size: int | None = None,
+        codebook_window: int = 100,
     ) -> None:
         super().__init__()
         if not losses:
@@ -63,7 +70,7 @@ class SRModule(pl.LightningModule):
         self.prompt_source = prompt_source  # a submodule: it follows the device, never trains
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._panel: list[torch.Tensor] = []
-        self._ema_ctx = None
+        self.codebook = CodebookUsage(codebook_size, codebook_window) if codebook_size else None
 
     def prompts(self, batch: dict) -> list[str] | None:
         """The batch's prompts: its own ``prompt`` entry, else the prompt source's on ``lr``."""
@@ -82,7 +89,16 @@ class SRModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if len(terms) > 1:
             self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=bs)
+        self.log_codebook(outputs, bs)
         return loss
+
+    def log_codebook(self, outputs: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Codebook usage of ``outputs["codes"]`` (when ``codebook_size`` is set)."""
+        if self.codebook is not None and "codes" in outputs:
+            stats = self.codebook.update(outputs["codes"])
+            self.log_dict(
+                {f"train/codebook_{k}": v for k, v in stats.items()}, batch_size=batch_size
+            )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -106,14 +122,14 @@ class SRModule(pl.LightningModule):
     # -- validation: sample with the EMA weights -------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._panel = []
-        if self.ema is not None:
-            self._ema_ctx = self.ema.applied()
-            self._ema_ctx.__enter__()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]
         # A fixed seed per image: validation curves show the model, not the sampler's luck.
-        with torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
+        # The EMA weights are in only while the step samples, restored whatever happens (an
+        # exception in validation leaves the training weights in place).
+        ema = self.ema.applied() if self.ema is not None else nullcontext()
+        with ema, torch.random.fork_rng(devices=[lr.device] if lr.is_cuda else []):
             torch.manual_seed(batch_idx)
             sr = quantize(self.backbone.upscale(lr, prompts=self.prompts(batch)).float())
         s = self.backbone.scale
@@ -125,9 +141,6 @@ class SRModule(pl.LightningModule):
             self._panel.append(torch.cat([up[0], sr[0], hr[0].float()], dim=-1).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if self._ema_ctx is not None:
-            self._ema_ctx.__exit__(None, None, None)
-            self._ema_ctx = None
         if self._panel and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._log_panel()
 

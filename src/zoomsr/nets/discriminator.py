@@ -87,3 +87,43 @@ def _normal_init(m: nn.Module) -> None:
     elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
+
+
+class UNetDiscriminator(nn.Module):
+    """U-Net discriminator with spectral normalization (Real-ESRGAN, Wang et al. 2021, Sec. 3.3;
+    ITER's release ``network_d``): a logit per *pixel* ``(B, 1, H, W)``.
+
+    conv0 (3x3), three stride-2 4x4 convs doubling the width to ``8 nf``; three bilinear x2 +
+    3x3 conv steps back, each adding the encoder feature of its size (``skip``); two 3x3 convs
+    and a 3x3 conv to one channel. LeakyReLU(0.2) after every conv but the last; spectral norm
+    on every conv but the first and the last. H and W must be multiples of 8.
+    """
+
+    def __init__(self, in_channels: int = 3, nf: int = 64, skip: bool = True) -> None:
+        super().__init__()
+        self.skip = skip
+
+        def sn(c_in: int, c_out: int, k: int, s: int) -> nn.Module:
+            return spectral_norm(nn.Conv2d(c_in, c_out, k, s, 1, bias=False))
+
+        self.conv0 = nn.Conv2d(in_channels, nf, 3, 1, 1)
+        self.conv1, self.conv2 = sn(nf, 2 * nf, 4, 2), sn(2 * nf, 4 * nf, 4, 2)
+        self.conv3 = sn(4 * nf, 8 * nf, 4, 2)
+        self.conv4, self.conv5 = sn(8 * nf, 4 * nf, 3, 1), sn(4 * nf, 2 * nf, 3, 1)
+        self.conv6 = sn(2 * nf, nf, 3, 1)
+        self.conv7, self.conv8 = sn(nf, nf, 3, 1), sn(nf, nf, 3, 1)
+        self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> per-pixel logits ``(B, 1, H, W)``."""
+        act = nn.functional.leaky_relu
+        x0 = act(self.conv0(x), 0.2)
+        x1 = act(self.conv1(x0), 0.2)
+        x2 = act(self.conv2(x1), 0.2)
+        y = act(self.conv3(x2), 0.2)
+        for conv, skip in ((self.conv4, x2), (self.conv5, x1), (self.conv6, x0)):
+            y = nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            y = act(conv(y), 0.2)
+            y = y + skip if self.skip else y
+        y = act(self.conv8(act(self.conv7(y), 0.2)), 0.2)
+        return self.conv9(y)

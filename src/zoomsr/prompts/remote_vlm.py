@@ -8,8 +8,10 @@ multi-scale mode. Only the standard library is used (``urllib``).
 
 Failure is bounded: the server's port is probed once with ``connect_timeout`` (a host that is
 down fails in seconds, not after ``timeout``), and each request is tried at most
-``retries + 1`` times (timeouts, connection errors, HTTP 408/429/5xx), with ``timeout`` seconds
-per try and 0.5 s, 1 s, 2 s... between tries. Other HTTP errors fail at once. Once the
+``retries + 1`` times (timeouts, connection errors, broken HTTP such as ``BadStatusLine`` or
+``IncompleteRead``, replies above ``max_reply_bytes``, HTTP 408/429/5xx, no chat completion),
+with a deadline of ``timeout`` seconds per try for the whole exchange (a server trickling bytes
+is cut off) and 0.5 s, 1 s, 2 s... between tries. Other HTTP errors fail at once. Once the
 endpoint has failed, the source fails at once on every later call (a folder of images or a
 training run stops at the first failure instead of waiting out the timeouts image by image).
 """
@@ -17,12 +19,14 @@ training run stops at the first failure instead of waiting out the timeouts imag
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import os
 import socket
+import threading
 import time
-import urllib.error
 import urllib.request
 from typing import Literal
 from urllib.parse import urlsplit
@@ -38,6 +42,18 @@ from zoomsr.prompts.base import (
 )
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+class _Failure(Exception):
+    """One failed try of a request (retried within ``retries``)."""
+
+
+def _abort(conn: http.client.HTTPConnection) -> None:
+    """Cut a connection whose request ran past its deadline: a blocked read returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def image_part(image: torch.Tensor) -> dict:
@@ -69,7 +85,8 @@ class RemoteVLMPrompt(PromptSource):
             token when set; local servers usually need none).
         max_tokens: answer length (CoZ: 32 new tokens).
         temperature: 0 (default) asks for greedy decoding.
-        timeout: seconds per request try.
+        timeout: seconds per request try, in all (connecting, sending, the whole reply).
+        max_reply_bytes: the largest reply accepted (default 64 KiB; a prompt is a sentence).
         connect_timeout: seconds for the one-time reachability probe.
         retries: extra tries after a timeout, connection error or HTTP 408/429/5xx.
         instruction_role: ``system`` (CoZ's layout) or ``user`` (a text part after the images,
@@ -90,6 +107,7 @@ class RemoteVLMPrompt(PromptSource):
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         retries: int = 2,
+        max_reply_bytes: int = 65536,
         instruction_role: Literal["system", "user"] = "system",
         instruction: str = SINGLE_VIEW_INSTRUCTION,
         multiscale_instruction: str = MULTI_VIEW_INSTRUCTION,
@@ -109,6 +127,7 @@ class RemoteVLMPrompt(PromptSource):
         self.max_tokens, self.temperature = max_tokens, temperature
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.retries, self.instruction_role = max(0, retries), instruction_role
+        self.max_reply_bytes = int(max_reply_bytes)
         self.instructions = {1: instruction, 2: multiscale_instruction}
         self._reachable = False
         self._failure: str | None = None
@@ -179,26 +198,87 @@ class RemoteVLMPrompt(PromptSource):
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = response.read()
-            except urllib.error.HTTPError as err:
-                detail = err.read(300).decode("utf-8", "replace")
-                if err.code not in RETRY_STATUS:
-                    hint = f" (set ${self.api_key_env})" if err.code in (401, 403) else ""
-                    raise ZoomSRError(
-                        f"remote VLM {self.url} answered HTTP {err.code}{hint}: {detail}"
-                    ) from None
-                last = f"HTTP {err.code}: {detail}"
+                status, answer = self._post(data, headers)
+            except _Failure as err:
+                last = str(err)
                 continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                last = str(getattr(err, "reason", err))
+            if status in RETRY_STATUS:
+                last = f"HTTP {status}: {answer[:300].decode('utf-8', 'replace')}"
                 continue
-            return self._parse(answer)
+            if not 200 <= status < 300:
+                hint = f" (set ${self.api_key_env})" if status in (401, 403) else ""
+                detail = answer[:300].decode("utf-8", "replace")
+                raise ZoomSRError(f"remote VLM {self.url} answered HTTP {status}{hint}: {detail}")
+            try:
+                return self._parse(answer)
+            except ZoomSRError as err:
+                last = str(err)
+                continue
         raise ZoomSRError(
             f"remote VLM {self.url} failed {self.retries + 1} time(s), {self.timeout:g} s "
-            f"each: {last}. Check the server, or raise prompt.timeout / prompt.retries."
+            f"each at most: {last}. Check the server, or raise prompt.timeout / prompt.retries."
+        )
+
+    def _post(self, data: bytes, headers: dict) -> tuple[int, bytes]:
+        """One POST: ``(status, body)`` within ``timeout`` seconds in all (not per socket read:
+        a server sending a byte a second is cut off) and at most ``max_reply_bytes`` of body.
+
+        Raises:
+            _Failure: the deadline passed, the reply was too large, or the connection or the
+                HTTP exchange failed (``BadStatusLine``, ``IncompleteRead``, resets, ...).
+        """
+        conn, path = self._connection()
+        deadline = time.monotonic() + self.timeout
+        watchdog = threading.Timer(self.timeout, _abort, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request("POST", path, body=data, headers=headers)
+            response = conn.getresponse()
+            body = bytearray()
+            while chunk := response.read1(65536):
+                body += chunk
+                if len(body) > self.max_reply_bytes:
+                    raise _Failure(
+                        f"the reply exceeds prompt.max_reply_bytes={self.max_reply_bytes}"
+                    )
+                if time.monotonic() > deadline:
+                    raise _Failure(f"no complete reply within prompt.timeout={self.timeout:g} s")
+            if time.monotonic() >= deadline:  # the watchdog cut the connection
+                raise _Failure(f"no complete reply within prompt.timeout={self.timeout:g} s")
+            if response.length:  # the server closed before the announced length
+                raise http.client.IncompleteRead(bytes(body), response.length)
+            return response.status, bytes(body)
+        except (http.client.HTTPException, OSError, ValueError) as err:
+            if time.monotonic() >= deadline:
+                raise _Failure(
+                    f"no complete reply within prompt.timeout={self.timeout:g} s"
+                ) from None
+            raise _Failure(f"{type(err).__name__}: {err}".rstrip(": ")) from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, str]:
+        """A connection to the server (or to the environment's proxy for it) and the path."""
+        parts = urlsplit(self.url)
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and urllib.request.proxy_bypass(parts.hostname):
+            proxy = None
+        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        if not proxy:
+            return kind(parts.hostname, port, timeout=self.timeout), path
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if https:
+            conn = kind(via.hostname, via.port or 80, timeout=self.timeout)
+            conn.set_tunnel(parts.hostname, port)
+            return conn, path
+        return http.client.HTTPConnection(via.hostname, via.port or 80, timeout=self.timeout), (
+            self.url
         )
 
     def _parse(self, answer: bytes) -> str:

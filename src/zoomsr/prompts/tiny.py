@@ -120,3 +120,38 @@ def write_tiny_vlm(
         torch.manual_seed(seed)
         Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
     return folder
+
+
+#: Names that stand for a tiny random VLM (``module.policy=tiny``, a critic ``model: tiny-critic``):
+#: the policy and the critic are different random models (seeds 0 and 1).
+TINY_VLMS = {"tiny": 0, "tiny-critic": 1}
+
+
+def ensure_tiny_vlm(name: str = "tiny") -> Path:
+    """The tiny VLM folder ``$ZOOMSR_CACHE/<name>_qwen2_5_vl``, written first if missing
+    (atomically: a temporary folder, then a rename)."""
+    import shutil
+    import tempfile
+
+    from zoomsr.backbones.sd3_tiny import tiny_cache_dir
+
+    folder = tiny_cache_dir().parent / f"{name}_qwen2_5_vl"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write_tiny_vlm(tmp, seed=TINY_VLMS[name])
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: keep theirs (same weights)
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def resolve_vlm(model: str) -> str:
+    """``model``, or the tiny folder when it names a tiny VLM (:data:`TINY_VLMS`)."""
+    return str(ensure_tiny_vlm(model)) if model in TINY_VLMS else model

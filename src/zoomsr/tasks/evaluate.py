@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from zoomsr import runfolder
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
-from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite
+from zoomsr.metrics.suite import LOWER_IS_BETTER, MetricSuite, suite_from_config
 from zoomsr.prompts import build_prompt_source
-from zoomsr.reporting import summarize, with_images, write_reports
-from zoomsr.tasks import preflight
+from zoomsr.reporting import scale_entries, summarize, with_images, write_reports
+from zoomsr.tasks import distributed, preflight
 from zoomsr.tasks.common import (
     build_loggers,
     close_wandb,
@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> dict:
     preflight.check_values(cfg, "evaluate")  # scales, scale, protocol values (i11)
     device = resolve_device(cfg.device)
     # Metric names and weight files first: a missing file fails here, in milliseconds.
-    suite = MetricSuite(list(cfg.metrics), device=device)
+    suite = suite_from_config(cfg.metrics, device)
     protocol = instantiate(cfg.protocol)
     out = output_dir(cfg)
     with runfolder.open_run(  # lock + fingerprint of the job (i11)
@@ -124,7 +124,35 @@ def has_results(out: Path) -> bool:
 
 
 def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) -> dict:
+    shard = distributed.begin(cfg, out, device)  # devices=N: this rank's share (else None)
+    failed = True
+    try:
+        ctx = _context(cfg, shard.device(device) if shard else device, suite, out, shard)
+        rows = distributed.gather_rows(shard, out, protocol.run(ctx))  # None on ranks > 0
+        failed = False
+    finally:
+        distributed.end(shard, failed)
+    if rows is None:
+        return {}  # rank 0 writes the summary
+    summary = summarize(rows, suite.names)
+    for scale, values in set_metrics(ctx, rows).items():
+        summary[f"x{scale}"].update(values)
+    for entry in summary.values():  # the engine's colour fix of every output (zoom.align)
+        entry["align"] = str(cfg.zoom.get("align", "none"))
+    columns = suite.names + suite.set_names
+    result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
+    result["suite"] = suite.conventions()  # how every number was computed
+    paths = write_reports(out, rows, result, columns)
+    result = json.loads(paths["json"].read_text())  # NaN -> None, exactly as saved
+    _log_to_loggers(cfg, out, result, rows, columns)
+    log.info("metrics:\n%s", paths["markdown"].read_text())
+    print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
+    return result
+
+
+def _context(cfg: DictConfig, device, suite: MetricSuite, out: Path, shard) -> EvalContext:
     torch.manual_seed(cfg.seed)
+    suite.device = device  # metric networks are built on first use, on this rank's device
     data = instantiate(cfg.data)
     trained = None
     if cfg.get("ckpt"):
@@ -132,7 +160,7 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
 
         trained = load_backbone(cfg.ckpt, device=device)
     scales = preflight.default_scales(cfg, trained, data)
-    ctx = EvalContext(
+    return EvalContext(
         engine_factory(cfg, device, trained, scales),
         data,
         scales,
@@ -141,21 +169,8 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
         device,
         batch_size=int(cfg.get("batch_size", 8)),
         save_images=bool(cfg.get("save_images", False)),
+        shard=shard,
     )
-    rows = protocol.run(ctx)
-    summary = summarize(rows, suite.names)
-    for scale, values in set_metrics(ctx, rows).items():
-        summary[f"x{scale}"].update(values)
-    for entry in summary.values():  # the colour fix the outputs were scored with
-        entry["align"] = str(cfg.zoom.get("align", "none"))
-    columns = suite.names + suite.set_names
-    result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
-    paths = write_reports(out, rows, result, columns)
-    result = json.loads(paths["json"].read_text())  # NaN -> None, exactly as saved
-    _log_to_loggers(cfg, out, result, rows, columns)
-    log.info("metrics:\n%s", paths["markdown"].read_text())
-    print(f"[zoomsr] results in {out} (metrics.json, per_image.csv, metrics.md, metrics.png)")
-    return result
 
 
 def benchmark(
@@ -186,9 +201,9 @@ def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict],
     loggers = build_loggers(cfg, out)
     flat = {
         f"eval/{scale}/{m}": v
-        for scale, entry in summary.items()
+        for scale, entry in scale_entries(summary).items()
         for m, v in entry.items()
-        if isinstance(v, int | float)
+        if isinstance(v, int | float)  # not the images, not a setting (align)
     }
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -202,7 +217,7 @@ def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict],
 def _wandb_panels(lg, out: Path, summary: dict, rows: list[dict], image_metrics, metrics):
     import wandb
 
-    scales = sorted(int(k[1:]) for k in summary)
+    scales = sorted(int(k[1:]) for k in scale_entries(summary))
     for s in scales:
         group = [r for r in rows if r["scale"] == s]
         lg.log_table(

@@ -78,6 +78,10 @@ def check_values(cfg: DictConfig, task: str) -> None:
     """
     if "scale" in cfg and cfg.get("scale") is not None:
         _number(cfg.scale, "scale", 1, True)
+    for key, minimum in (("batch_size", 1), ("data.batch_size", 1), ("data.num_workers", 0)):
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            _number(value, key, minimum, True)
     if task == "evaluate":
         scales_of(cfg)
         _check_group(cfg.get("protocol"), "protocol")
@@ -108,6 +112,9 @@ def _check_group(node, prefix: str) -> None:
     for key in ("process_size", "steps", "tile_size", "fid_patch"):
         if node.get(key) is not None:
             _number(node.get(key), f"{prefix}.{key}", 1, True)
+    for key in ("tile_overlap", "shave"):
+        if node.get(key) is not None:
+            _number(node.get(key), f"{prefix}.{key}", 0, True)
 
 
 def _check_zoom(zoom, scale: int | None) -> None:
@@ -146,6 +153,7 @@ def default_scales(cfg: DictConfig, trained, data) -> list[int]:
     """
     given = scales_of(cfg)
     if given is not None:
+        _check_center_scales(cfg, given)
         return given
     if trained is None:
         return list(BASELINE_SCALES)
@@ -166,6 +174,20 @@ def default_scales(cfg: DictConfig, trained, data) -> list[int]:
         scales.append(m)
         m *= u
     return scales
+
+
+def _check_center_scales(cfg: DictConfig, scales: list[int]) -> None:
+    """protocol=zoom_center: a magnification beyond ``process_size`` shows less than one pixel
+    of the working square (flat outputs); the stated rule is ``max(scales) <= process_size``."""
+    if not str(OmegaConf.select(cfg, "protocol._target_") or "").endswith("ZoomCenter"):
+        return
+    p = int(OmegaConf.select(cfg, "protocol.process_size") or 128)
+    if max(scales) > p:
+        raise ZoomSRError(
+            f"scales={scales}: x{max(scales)} zooms below one pixel of the "
+            f"protocol.process_size={p} square (flat outputs); the largest scale it allows is "
+            f"x{p}: drop the larger scales or raise protocol.process_size."
+        )
 
 
 def _short_sides(folder) -> list[int]:

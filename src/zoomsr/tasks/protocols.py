@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog
 from zoomsr.runfolder import check_shave, features_ok, save_npz
 from zoomsr.zoom.engine import ChainEngine, Engine, FullImageEngine
+
+if TYPE_CHECKING:
+    from zoomsr.tasks.distributed import Shard
 
 
 @dataclass
@@ -49,6 +52,8 @@ class EvalContext:
     device: torch.device | str = "cpu"
     batch_size: int = 8
     save_images: bool = False
+    #: this process's share of the images in a distributed evaluation (None: all of them)
+    shard: Shard | None = None
 
 
 def _engine(ctx: EvalContext, kind: type, protocol: str, scale: int, **overrides) -> Engine:
@@ -85,7 +90,10 @@ def _one_step_each(
     engine = _engine(ctx, FullImageEngine, protocol, scale, steps=1)
     for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
         item = dataset[i]
-        sr = _last_step(engine, item["lr"], item["name"]).to(ctx.device)
+        lr = item["lr"][None].to(ctx.device)
+        *_, last = engine.iter_steps(lr[0], item["name"])
+        # the suite's colour fix and 8-bit rounding (metrics.align, metrics.round_8bit)
+        sr = ctx.suite.prepare(last.output[None].to(ctx.device), lr)[0]
         rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
     rec.flush()
 
@@ -118,13 +126,19 @@ class Recorder:
 
     def __init__(self, ctx: EvalContext) -> None:
         self.ctx = ctx
-        self.results = ResultLog(ctx.out / "results.jsonl")
+        shard = ctx.shard  # distributed: this rank's rows go to its own file (tasks.distributed)
+        self.results = (
+            ResultLog(ctx.out / "results.jsonl") if shard is None else shard.result_log(ctx.out)
+        )
         if ctx.suite.set_names:  # a row counts as done only with its features (i11)
             self.results.keep(lambda r: features_ok(self._features_path(r["scale"], r["image"])))
         self.pending: dict[tuple, list[_Item]] = {}  # one queue per image size and scale
 
     def done(self, scale: int, name: str) -> bool:
-        return self.results.done(scale, name)
+        """Whether ``(scale, name)`` needs no work here: recorded, or another rank's image.
+        Protocols ask this of every image, in their order, before computing it."""
+        other_rank = self.ctx.shard is not None and not self.ctx.shard.owns(name)
+        return other_rank or self.results.done(scale, name)
 
     def add(
         self,
@@ -291,10 +305,12 @@ class Paired:
     Args:
         shave: border pixels left out of the full-reference metrics (default 0, as the
             real-SR papers' pyiqa-based evaluations do).
+        scale: the pairs' factor, the one scale evaluated (the StableSR/OSEDiff test crops:
+            4); None evaluates every entry of ``scales``.
     """
 
-    def __init__(self, shave: int = 0) -> None:
-        self.shave = shave
+    def __init__(self, shave: int = 0, scale: int | None = None) -> None:
+        self.shave, self.scale = shave, scale
 
     def run(self, ctx: EvalContext) -> list[dict]:
         from zoomsr.data.datasets import PairedFolderDataset
@@ -302,10 +318,11 @@ class Paired:
         if ctx.data.lr_dir is None:
             raise ZoomSRError("protocol=paired needs data.lr_dir (the real LR images).")
         rec = Recorder(ctx)
-        for scale in ctx.scales:
+        scales = ctx.scales if self.scale is None else [self.scale]
+        for scale in scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
             _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave, "paired")
-        return [r for r in rec.results.rows if r["scale"] in ctx.scales]
+        return [r for r in rec.results.rows if r["scale"] in scales]
 
 
 def patches(img: torch.Tensor, size: int) -> torch.Tensor | None:

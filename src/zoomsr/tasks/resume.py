@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-
 from zoomsr.checkpoint import read_checkpoint
+from zoomsr.runfolder import is_rank_zero
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -35,5 +34,5 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def _say(line: str) -> None:
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         print(f"[zoomsr] {line}", flush=True)

@@ -10,9 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from zoomsr.checkpoint import check_resume, read_checkpoint
-from zoomsr.modules.sr_module import SRModule
+from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
-from zoomsr.runfolder import RunLock, is_rank_zero, write_text
+from zoomsr.runfolder import RunLock, is_rank_zero, remove_outputs, write_text
 from zoomsr.tasks.common import build_loggers, close_wandb, output_dir, set_offline_defaults
 from zoomsr.tasks.preflight import check_values
 from zoomsr.tasks.resume import resolve_ckpt_path
@@ -20,9 +20,13 @@ from zoomsr.tasks.resume import resolve_ckpt_path
 log = logging.getLogger("zoomsr")
 
 
-def build_module(cfg: DictConfig) -> SRModule:
+def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of ``cfg``: backbone, loss terms, optimizer, scheduler and the
-    optional prompt source (``prompt=``)."""
+    optional prompt source (``prompt=``); with a ``grpo`` node (``experiment=coz_grpo``) the
+    prompt VLM's GRPO module instead, which trains no SR backbone."""
+    if cfg.get("grpo") is not None:
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        return instantiate(cfg.grpo.module, optimizer=instantiate(cfg.optim), scheduler=scheduler)
     backbone = instantiate(cfg.backbone)
     losses = {name: instantiate(term) for name, term in cfg.loss.items()}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -38,6 +42,8 @@ def build_module(cfg: DictConfig) -> SRModule:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    if cfg.get("grpo") is not None:  # view pairs of zoom chains (zoomsr.data.zoom_views)
+        return instantiate(cfg.grpo.data, seed=cfg.seed)
     degradation = instantiate(cfg.degradation) if cfg.get("degradation") else None
     return instantiate(cfg.data, degradation=degradation, seed=cfg.seed)
 
@@ -72,6 +78,20 @@ def run(cfg: DictConfig) -> dict:
             lock.release()
 
 
+def claim_fresh_start(out: Path, overwrite: bool) -> None:
+    """A fresh run into a folder holding another run's checkpoints would mix the two (its
+    best-k bookkeeping, its last.ckpt): refuse, or with ``overwrite=true`` remove them."""
+    folder = out / "checkpoints"
+    if not any(folder.glob("*.ckpt")):
+        return
+    if not overwrite:
+        raise ZoomSRError(
+            f"out_dir '{out}' already holds a training run ({folder}): resume it with "
+            "ckpt_path=auto, pass overwrite=true to start over there, or choose a new out_dir."
+        )
+    remove_outputs(out, ["checkpoints"])
+
+
 def _fit(cfg: DictConfig, out: Path) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -90,14 +110,18 @@ def _fit(cfg: DictConfig, out: Path) -> dict:
         # nn.Module.compile() compiles in place and returns None (torch.compile(m) would
         # return a wrapper whose state-dict keys gain an "_orig_mod." prefix).
         module.backbone.compile()
-    if trainer.is_global_zero:
-        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out)  # `auto`: the run folder's own
-    if ckpt_path is not None:
+    if ckpt_path is None and trainer.is_global_zero:
+        claim_fresh_start(out, bool(cfg.get("overwrite")))
+    if ckpt_path is not None and cfg.get("grpo") is not None:  # the VLM adapter's checkpoint
+        read_checkpoint(ckpt_path)
+    elif ckpt_path is not None:
         # A clear error for a missing or unsafe file, another architecture, or callback state
         # naming files outside this run, before Lightning reads it.
         check_resume(read_checkpoint(ckpt_path), module.backbone, cfg.backbone._target_,
                      ckpt_path, out / "checkpoints")  # fmt: skip
+    if trainer.is_global_zero:
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # weights_only: resuming never unpickles arbitrary objects.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 

@@ -41,7 +41,7 @@ def pil_resize(
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     out = np.asarray(pil.resize((size[1], size[0]), _PIL[kernel]))
     out = torch.from_numpy(out.copy()).reshape(size[0], size[1], -1).permute(2, 0, 1)
-    return (out.float() / 255.0).to(img.device)
+    return (out.float() / 255.0).contiguous().to(img.device)
 
 
 def to_8bit(img: torch.Tensor, mode: Quantize = "truncate") -> torch.Tensor:

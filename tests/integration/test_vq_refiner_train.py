@@ -1,5 +1,5 @@
-"""vq_refiner end to end on the CPU: train (debug=tiny_iter) -> checkpoint -> evaluate -> infer,
-and the two-stage path (VQGAN stage, then ITER on its checkpoint) with its clear errors."""
+"""vq_refiner end to end on the CPU: train (debug=tiny_vq_refiner) -> checkpoint -> evaluate ->
+infer, and the two-stage path (VQGAN stage, then ITER on its checkpoint) with its clear errors."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def photos(tmp_path_factory):
     return folder
 
 
-def tiny(photos, out, experiment="iter_x4", *extra):
+def tiny(photos, out, experiment="vq_refiner_x4", *extra):
     return [
         f"experiment={experiment}",
-        "debug=tiny_iter",
+        "debug=tiny_vq_refiner",
         f"data.hr_dir={photos}",
         "trainer.max_steps=3",
         "trainer.enable_progress_bar=false",
@@ -49,7 +49,7 @@ def tiny(photos, out, experiment="iter_x4", *extra):
 
 def test_train_checkpoint_evaluate_infer(compose_cfg, photos, tmp_path):
     cfg = compose_cfg(
-        "train", tiny(photos, tmp_path / "run", "iter_x4", f"data.val_hr_dir={photos}")
+        "train", tiny(photos, tmp_path / "run", "vq_refiner_x4", f"data.val_hr_dir={photos}")
     )
     preflight.check(cfg)
     result = train.run(cfg)
@@ -100,7 +100,7 @@ def test_train_checkpoint_evaluate_infer(compose_cfg, photos, tmp_path):
 
 
 def test_vqgan_stage_then_iter_stage_on_its_checkpoint(compose_cfg, photos, tmp_path):
-    stage1 = train.run(compose_cfg("train", tiny(photos, tmp_path / "vq", "iter_x4_vqgan")))
+    stage1 = train.run(compose_cfg("train", tiny(photos, tmp_path / "vq", "vq_refiner_x4_vqgan")))
     assert {"train/recon_l1", "train/vq"} <= set(stage1)
     vq_ckpt = tmp_path / "vqgan.ckpt"
     (tmp_path / "vq" / "checkpoints" / "last.ckpt").rename(vq_ckpt)
@@ -110,7 +110,9 @@ def test_vqgan_stage_then_iter_stage_on_its_checkpoint(compose_cfg, photos, tmp_
     # Stage 2 starts from stage 1's (EMA) VQGAN, whatever its own seed.
     cfg = compose_cfg(
         "train",
-        tiny(photos, tmp_path / "iter", "iter_x4", f"backbone.vqgan_ckpt={vq_ckpt}", "seed=5"),
+        tiny(
+            photos, tmp_path / "iter", "vq_refiner_x4", f"backbone.vqgan_ckpt={vq_ckpt}", "seed=5"
+        ),
     )
     preflight.check(cfg)
     stage2 = train.run(cfg)
@@ -137,7 +139,7 @@ def test_vqgan_stage_then_iter_stage_on_its_checkpoint(compose_cfg, photos, tmp_
     assert len(proc.stderr.strip().splitlines()) == 1
     with pytest.raises(ZoomSRError, match="VQGAN weights not found"):
         preflight.check(cfg)
-    # iter_x4 without debug=tiny_iter insists on stage 1's weights.
-    bare = compose_cfg("train", ["experiment=iter_x4", f"data.hr_dir={photos}"])
+    # vq_refiner_x4 without debug=tiny_vq_refiner insists on stage 1's weights.
+    bare = compose_cfg("train", ["experiment=vq_refiner_x4", f"data.hr_dir={photos}"])
     with pytest.raises(MissingMandatoryValue, match="vqgan_ckpt"):
         preflight.check(bare)
