@@ -252,8 +252,9 @@ def run_label(run_dir: Path) -> str:
 
 def read_summary(path: Path) -> dict:
     """A metrics.json as plain numbers: ``{"x4": {"psnr_y": float | None, "n_images": int,
-    "images": {...}}}`` (its ``"suite"`` record left out); anything else (a mapping where a
-    number belongs, a ``_target_``) is refused with one line naming the file.
+    "align": "none" | "adain" | "wavelet", "images": {...}}}`` (its ``"suite"`` record left
+    out); anything else (a mapping where a number belongs, a ``_target_``) is refused with one
+    line naming the file.
 
     Raises:
         ZoomSRError: unreadable, or not the layout evaluate.py writes.
@@ -288,6 +289,10 @@ def read_summary(path: Path) -> dict:
         for name, value in entry.items():
             if name == "images":
                 continue
+            if name == "align":  # the colour fix the outputs were scored with (a setting)
+                if value not in ("none", "adain", "wavelet"):
+                    raise bad(f"'{scale}.align' is {value!r}, not none | adain | wavelet")
+                continue
             if isinstance(value, bool) or not isinstance(value, number):
                 raise bad(f"'{scale}.{name}' is a {type(value).__name__}, not a number")
         if not isinstance(entry.get("n_images", 0), int):
@@ -301,7 +306,7 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
     runs = {lab: read_summary(d / "metrics.json") for lab, d in zip(labels, dirs)}
-    skip = {"n_images", "images"}
+    skip = {"n_images", "images", "align"}  # align: the colour fix, a setting
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
     out.mkdir(parents=True, exist_ok=True)
