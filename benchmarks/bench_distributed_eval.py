@@ -71,7 +71,7 @@ def main() -> None:
             for devices, strategy in configs:
                 out = Path(tmp) / f"{devices}-{strategy}-{rep}"
                 seconds, result = evaluate(bench, args.set, out, devices, strategy)
-                n_rows = sum(v["n_images"] for v in result.values())
+                n_rows = sum(v["n_images"] for k, v in result.items() if k[:1] == "x")
                 reference = reference or result
                 if result != reference:
                     sys.exit(f"{devices} x {strategy}: results differ from one process")

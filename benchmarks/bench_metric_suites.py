@@ -52,7 +52,7 @@ def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return quantize(Bicubic(4).upscale(lr)).float(), hr
 
 
-def build() -> dict:
+def build(names: list[str]) -> dict:
     """The suite's learned metrics: real classes, random weights (NIQE: real parameters)."""
     from zoomsr.metrics.fid import FID, CleanInceptionFeatures
     from zoomsr.metrics.iqa import PyiqaMetric, build_pyiqa
@@ -62,14 +62,14 @@ def build() -> dict:
     place_niqe(ROOT.parent / "shared" / "weights" / "niqe_pris_params.npz")
     torch.manual_seed(0)
     models = {"lpips": LPIPS(model=build_lpips("alex", pretrained_trunk=False))}
-    for name in ("dists", "clipiqa", "niqe", "musiq", "maniqa_pipal"):
+    for name in [n for n in names if n not in ("psnr", "ssim", "lpips")]:
         model = build_pyiqa(name, pretrained=name == "niqe")
         models[name] = PyiqaMetric(name, model=model)
     models["fid"] = FID(CleanInceptionFeatures(pretrained=False), impl="pyiqa")
     return models
 
 
-def pyiqa_loop(models: dict, sr: torch.Tensor, hr: torch.Tensor, tmp: Path) -> dict:
+def pyiqa_loop(models: dict, sr: torch.Tensor, hr: torch.Tensor, tmp: Path, names) -> dict:
     """OSEDiff's test_metrics.py: one image at a time through pyiqa, FID over two folders."""
     import pyiqa
     from pyiqa.archs.fid_arch import frechet_distance, get_folder_features
@@ -79,7 +79,7 @@ def pyiqa_loop(models: dict, sr: torch.Tensor, hr: torch.Tensor, tmp: Path) -> d
     opts = {"test_y_channel": True, "color_space": "ycbcr", "device": "cpu"}
     calls = {n: pyiqa.create_metric(n, **opts) for n in ("psnr", "ssim")}
     calls["lpips"] = lambda x, y: models["lpips"].model(x, y, normalize=True)
-    calls |= {n: models[n].model for n in ("dists", "clipiqa", "niqe", "musiq", "maniqa_pipal")}
+    calls |= {n: models[n].model for n in names if n not in ("psnr", "ssim", "lpips", "fid")}
     out: dict[str, list[float]] = {n: [] for n in calls}
     for i in range(len(sr)):
         x, y = sr[i : i + 1], hr[i : i + 1]
@@ -94,6 +94,7 @@ def pyiqa_loop(models: dict, sr: torch.Tensor, hr: torch.Tensor, tmp: Path) -> d
              for f in ("hr", "sr")]  # fmt: skip
     stats = [(f.mean(axis=0), np.cov(f, rowvar=False)) for f in feats]
     out["fid"] = [float(frechet_distance(*stats[0], *stats[1]))]
+    out["fid features"] = feats[1].ravel().tolist()
     return out
 
 
@@ -107,6 +108,7 @@ def batched(suite, sr: torch.Tensor, hr: torch.Tensor, batch: int) -> dict:
         fs.append(suite.features(sr[i : i + batch])["fid"])
         fh.append(suite.features(hr[i : i + batch])["fid"])
     out["fid"] = [suite.distance("fid", torch.cat(fh), torch.cat(fs))]
+    out["fid features"] = torch.cat(fs).ravel().tolist()
     return out
 
 
@@ -115,6 +117,13 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--without",
+        nargs="*",
+        default=[],
+        help="metrics left out (e.g. "
+        "maniqa_pipal: a ViT-B/8 on 20 crops per image, minutes on a shared CPU)",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,17 +133,19 @@ def main() -> int:
     from zoomsr.metrics.suite import MetricSuite
 
     sr, hr = images(args.images)
-    models = build()
-    suite = MetricSuite(NAMES, models=models, name="osediff", fidelity="pyiqa",
+    names = [n for n in NAMES if n not in args.without]
+    models = build([n for n in names if n != "fid"])
+    suite = MetricSuite(names, models=models, name="osediff", fidelity="pyiqa",
                         color_space="ycbcr", crop_border=0, fid="pyiqa")  # fmt: skip
     with torch.no_grad():
         start = time.perf_counter()
-        loop = pyiqa_loop(models, sr, hr, tmp)
+        loop = pyiqa_loop(models, sr, hr, tmp, names)
         t_loop = time.perf_counter() - start
         start = time.perf_counter()
         ours = batched(suite, sr, hr, args.batch)
         t_ours = time.perf_counter() - start
-    diffs = {n: float(np.max(np.abs(np.subtract(loop[n], ours[n])))) for n in NAMES}
+    diffs = {n: float(np.max(np.abs(np.subtract(loop[n], ours[n]))))
+             for n in [*names, "fid features"]}  # fmt: skip
     report = render(args, t_loop, t_ours, diffs, loop)
     print(report)
     if not args.no_write:
@@ -156,7 +167,9 @@ def render(args, t_loop: float, t_ours: float, diffs: dict, loop: dict) -> str:
         "both paths (NIQE: real parameters); LPIPS is the `lpips` package in both.",
         "",
         f"- command: `python benchmarks/bench_metric_suites.py --images {n} --batch {args.batch}"
-        f" --threads {args.threads}`",
+        f" --threads {args.threads}" + (f" --without {' '.join(args.without)}" if args.without
+                                        else "") + "`",  # fmt: skip
+        f"- left out: {', '.join(args.without) or 'nothing'}",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), "
         f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",

@@ -68,6 +68,16 @@ def test_grpo_trains_an_adapter_that_prompt_vlm_loads_and_uses(compose_cfg, tmp_
     aligned = VLMPrompt(**kw, adapter=str(adapter))(views, step=1)
     assert aligned != base
 
+    # Resumable: ckpt_path=auto continues from step 3 (adapter and optimizer state).
+    more = compose_cfg(
+        "train",
+        ["experiment=coz_grpo", "debug=tiny", "trainer.max_steps=4", "logger=csv",
+         "trainer.enable_progress_bar=false", f"grpo.data.hr_dir={hr}",
+         f"out_dir={tmp_path / 'run'}", "ckpt_path=auto"],
+    )  # fmt: skip
+    train.run(more)
+    assert (tmp_path / "run" / "VLM_LoRA" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+
     # The views were cached: a second build runs no chain.
     chain = ZoomChain(rec_type="recursive_multiscale", upscale=4, steps=2, process_size=56)
     again = ZoomViewPairs(str(hr), chain, cache_dir=str(tmp_path / "run" / "zoom_views"))

@@ -50,6 +50,7 @@ def test_osediff_suite_on_stablesr_crops_equals_pyiqa(compose_cfg, stablesr_root
     assert suite["name"] == "osediff" and suite["metrics"] == ["psnr", "ssim"]
     assert (suite["fidelity"], suite["color_space"], suite["crop_border"]) == ("pyiqa", "ycbcr", 0)
     assert suite["round_8bit"] is True and suite["align"] == "none"
+    assert suite["align_by"] == "the zoom engine"
     assert "rounded to integers" in suite["fidelity_conventions"]["ssim"]
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["suite"] == suite
@@ -84,7 +85,7 @@ def test_align_is_applied_before_scoring_and_recorded(compose_cfg, stablesr_root
               "metrics=osediff", "metrics.only=[psnr]", "save_images=true"]  # fmt: skip
     plain = _evaluate(compose_cfg, tmp_path / "plain", *common)
     fixed = _evaluate(compose_cfg, tmp_path / "adain", *common, "metrics.align=adain")
-    assert fixed["suite"]["align"] == "adain"
+    assert (fixed["suite"]["align"], fixed["suite"]["align_by"]) == ("adain", "metrics.align")
     name = sorted(fixed["x4"]["images"])[0]
     sr = load_image(tmp_path / "adain" / "images" / "x4" / f"{name}.png")
     lr = load_image(stablesr_root / "test_LR" / f"{name}.png")
@@ -124,6 +125,7 @@ def test_osediff_without_weights_fails_in_seconds_one_line_per_file(tmp_path):
     assert elapsed < 60  # start-up only: nothing is built or read (seconds on an idle machine)
 
 
+@pytest.mark.slow  # a fresh interpreter runs a whole evaluation (the rewrite: a unit test)
 def test_bare_metric_list_still_works_on_the_command_line(bench, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), "metrics=[psnr_y]", "scales=[4]",

@@ -119,3 +119,10 @@ def test_views_need_the_two_view_chain(tmp_path):
 
     with pytest.raises(ZoomSRError, match="rec_type=recursive_multiscale"):
         ZoomViewPairs(str(tmp_path), ZoomChain(rec_type="recursive", steps=1, process_size=16))
+
+
+def test_missing_critic_weights_name_the_key(tmp_path):
+    from zoomsr.errors import ZoomSRError
+
+    with pytest.raises(ZoomSRError, match=r"critic VLM .*grpo\.module\.rewards\.critic\.model="):
+        CriticReward(model=str(tmp_path / "no_such_vlm"))

@@ -111,8 +111,9 @@ class MetricSuite:
         round_8bit: round single-step outputs to 8 bits before scoring (default True, as
             outputs saved to PNG are).
         fid: ``torch_fidelity`` (default) or ``pyiqa`` (clean-fid's resize).
-        align: colour fix of a single-step output against its LR before scoring
-            (``none`` default, ``adain``, ``wavelet``; :func:`zoomsr.zoom.color.align_colors`).
+        align: colour fix of a single-step output against its LR before scoring (``adain``,
+            ``wavelet``, ``none``; :func:`zoomsr.zoom.color.align_colors`); None (default)
+            leaves it to the zoom engine's own ``align`` (recorded as such).
     """
 
     def __init__(
@@ -127,7 +128,7 @@ class MetricSuite:
         crop_border: int | None = None,
         round_8bit: bool = True,
         fid: FidImpl = "torch_fidelity",
-        align: Align = "none",
+        align: Align | None = None,
     ) -> None:
         names = list(names)
         unknown = [n for n in names if n not in ALL_METRICS]
@@ -165,7 +166,7 @@ class MetricSuite:
             "fidelity": (fidelity, conventions.FIDELITIES),
             "color_space": (color_space, conventions.COLOR_SPACES),
             "fid": (fid, tuple(FID_NOTES)),
-            "align": (align, ("none", "adain", "wavelet")),
+            "align": (align, (None, "none", "adain", "wavelet")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -175,8 +176,9 @@ class MetricSuite:
         if crop_border is not None and (not isinstance(crop_border, int) or crop_border < 0):
             raise ZoomSRError(f"metrics.crop_border={crop_border!r}: an integer >= 0, or null.")
 
-    def conventions(self) -> dict:
-        """Everything that decides the numbers, as metrics.json records it."""
+    def conventions(self, engine_align: str | None = None) -> dict:
+        """Everything that decides the numbers, as metrics.json records it (``engine_align``:
+        the zoom engine's colour fix, recorded where the suite leaves it to the engine)."""
         learned = [n for n in self.names if n in VARIANTS]
         return {
             "name": self.name,
@@ -186,7 +188,8 @@ class MetricSuite:
             "color_space": self.color_space,
             "crop_border": "protocol.shave" if self.crop_border is None else self.crop_border,
             "round_8bit": self.round_8bit,
-            "align": self.align,
+            "align": self.align if self.align is not None else (engine_align or "none"),
+            "align_by": "metrics.align" if self.align is not None else "the zoom engine",
             "fid": self.fid if self.set_names else None,
             "fid_conventions": FID_NOTES[self.fid] if self.set_names else None,
             "variants": {n: VARIANTS[n] for n in learned},
@@ -199,7 +202,7 @@ class MetricSuite:
         Args:
             sr: ``(B, C, H, W)``; lr: ``(B, C, h, w)``, both in [0, 1].
         """
-        if self.align != "none":
+        if self.align not in (None, "none"):
             from zoomsr.zoom.color import align_colors
 
             sr = align_colors(sr, lr, self.align)

@@ -189,9 +189,9 @@ def report() -> str:
     for metric, files in METRIC_WEIGHTS.items():
         for f in files:
             state = "present" if f.present() else "MISSING"
-            rows.append(f"  {metric:<10} {state:<8} {f.path}")
+            rows.append(f"  {metric:<12} {state:<8} {f.path}")
             if not f.present():
-                rows.append(f"  {'':<10} {'':<8} from {f.url}")
+                rows.append(f"  {'':<12} {'':<8} from {f.url}")
     rows.append("  psnr, psnr_y, ssim, ssim_y: no weights")
     return "\n".join(rows)
 

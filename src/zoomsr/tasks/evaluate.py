@@ -122,7 +122,7 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
         summary[f"x{scale}"].update(values)
     columns = suite.names + suite.set_names
     result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
-    result["suite"] = suite.conventions()  # how every number was computed
+    result["suite"] = suite.conventions(cfg.get("align"))  # how every number was computed
     paths = write_reports(out, rows, result, columns)
     result = json.loads(paths["json"].read_text())  # NaN -> None, exactly as saved
     _log_to_loggers(cfg, out, result, rows, columns)
