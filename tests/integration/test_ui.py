@@ -295,6 +295,20 @@ def test_tiny_sd3_lora_prompts_reach_the_model(compose_cfg, photo, tmp_path):
         srv.stop()
 
 
+@pytest.mark.parametrize("rec_type", ["recursive_multiscale", "onestep", "nearest", "bicubic"])
+def test_zoom_map_regions_are_the_run_boxes(rec_type, photo, tmp_path):
+    """The regions drawn before a run (no model) are the boxes the run then reports."""
+    from zoomsr.ui import engine
+
+    models = engine.ModelCache()
+    bicubic = engine.list_backbones(runs_dir=None)[0]
+    for size, u, steps, point in [(100, 3, 3, (0.2, 0.8)), (90, 4, 3, (0.9, 0.1))]:
+        s = engine.ZoomSettings(bicubic, rec_type, size, u, steps, point=point, device="cpu")
+        *_, run = engine.iter_zoom(s, photo, tmp_path / f"{size}", models)
+        preview = engine.preview_steps(s, load_image(photo))
+        assert [p.box for p in preview] == [r.box for r in run.steps]
+
+
 def test_out_of_memory_is_a_message_naming_what_to_lower():
     import gradio as gr
 

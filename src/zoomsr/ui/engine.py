@@ -23,12 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoomsr.backbones.base import Backbone
+from zoomsr.backbones.interp import Nearest
 from zoomsr.checkpoint import backbone_spec
 from zoomsr.data.io import load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks import evaluate, infer
 from zoomsr.tasks.common import resolve_device, set_offline_defaults
+from zoomsr.zoom.chain import FROM_ORIGINAL
 from zoomsr.zoom.engine import (
     REC_TYPES,
     ChainEngine,
@@ -365,16 +367,19 @@ def iter_zoom(
 
 
 def preview_steps(settings: ZoomSettings, image: torch.Tensor) -> list[ZoomStep]:
-    """The regions every step will show, without any model: the chain's own geometry run with
-    pixel replication (``onestep`` crops the original, every other type the last output)."""
+    """The regions every step will show, without any model: the engine's own geometry run with
+    pixel replication (the types that crop the original at step k as ``onestep``, the others as
+    ``recursive``), so the boxes are the run's, whatever ``P``, ``u`` and the point."""
     u = settings.step_factor
-    chain = ChainEngine(  # model-free: nearest crops the original, bicubic_iterated the last out
-        rec_type="nearest" if settings.rec_type == "onestep" else "bicubic_iterated",
+    chain = ChainEngine(
+        rec_type="onestep" if settings.rec_type in FROM_ORIGINAL else "recursive",
         upscale=u,
         steps=settings.steps,
         process_size=settings.process_size,
         point=settings.point,
+        quantize="none",
         seed=None,
+        backbone=Nearest(u),
     )
     return list(chain.iter_steps(image, "preview"))
 
