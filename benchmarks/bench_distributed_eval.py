@@ -39,7 +39,7 @@ def evaluate(bench: Path, name: str, out: Path, devices: int, strategy: str) -> 
         "backbone=bicubic",
         f"data.hr_dir={bench / name / 'HR'}",
         "scales=[2,3,4]",
-        "metrics=[psnr_y,ssim_y]",
+        "metrics.names=[psnr_y,ssim_y]",
         "logger=csv",
         f"out_dir={out}",
         f"devices={devices}",
@@ -71,7 +71,7 @@ def main() -> None:
             for devices, strategy in configs:
                 out = Path(tmp) / f"{devices}-{strategy}-{rep}"
                 seconds, result = evaluate(bench, args.set, out, devices, strategy)
-                n_rows = sum(v["n_images"] for v in result.values())
+                n_rows = sum(v["n_images"] for k, v in result.items() if k[:1] == "x")
                 reference = reference or result
                 if result != reference:
                     sys.exit(f"{devices} x {strategy}: results differ from one process")

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import zoomsr.zoom.chain as chain_module
+import zoomsr.zoom.step as step_module
 from zoomsr.backbones.sr3 import SR3
 from zoomsr.prompts.tiny import write_tiny_vlm
 from zoomsr.prompts.vlm import VLMPrompt
-from zoomsr.zoom.chain import ZoomChain
+from zoomsr.zoom.engine import ChainEngine
 from zoomsr.zoom.memory import ModelPlacer
 
 HERE = Path(__file__).resolve().parent
@@ -109,16 +109,17 @@ def backbone() -> SR3:
 def run_config(args, vlm_dir: Path, cache: Path, memory: str, images: list[torch.Tensor]):
     source = VLMPrompt(model=str(vlm_dir), max_new_tokens=args.tokens, cache=str(cache))
     sr = backbone()
-    zoom = ZoomChain(
-        "recursive_multiscale", steps=args.steps, process_size=args.size, memory=memory
-    )
+    zoom = ChainEngine(
+        "recursive_multiscale", steps=args.steps, process_size=args.size, memory=memory,
+        backbone=sr, prompt_source=source, device=args.device,
+    )  # fmt: skip
     RecordingPlacer.reset()
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for image in images:
-        zoom.run(image, backbone=sr, prompt_fn=source, device=args.device)
+    for i, image in enumerate(images):
+        zoom.run(image, f"image{i}")
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -192,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    chain_module.ModelPlacer = RecordingPlacer  # the chain builds its placer by this name
+    step_module.ModelPlacer = RecordingPlacer  # the engine builds its placer by this name
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, args.size, args.size, generator=g) for _ in range(args.images)]
     rows = []

@@ -4,13 +4,14 @@ For each network (random weights of spandrel's own architecture classes: the spe
 pictures are not), the same ``P/u`` input goes through
 
 - ``bare``: spandrel's ``ImageModelDescriptor(image)``, what a user of spandrel alone writes;
-- ``step``: the zoom engine's step (:func:`zoomsr.zoom.chain.run_step`: seeding, the memory
-  placer, tiling check, padding, clamp) around ``Spandrel.upscale``;
-- ``chain``: a whole one-step ``ZoomChain`` (``rec_type=recursive``) on a ``P x P`` image:
+- ``step``: the zoom engine's step (``ChainEngine.run_model``: the memory placer, tiling
+  check, and ``Backbone.upscale``'s padding, eval mode and clamp) around spandrel's call;
+- ``chain``: a whole one-step ``ChainEngine`` (``rec_type=recursive``) on a ``P x P`` image:
   the view arithmetic, resize and crop of Chain-of-Zoom around the same step.
 
 The ratio is each path's best time (of ``--repeats``, run round-robin) over ``bare``'s, in
-the same run.
+the same run. The tiny RRDBNet costs almost nothing itself, so its row bounds the framework's
+own cost per call (in ms) from above.
 
     python benchmarks/bench_spandrel.py                     # CPU, ~1-2 min
     python benchmarks/bench_spandrel.py --device cuda --size 512 --repeats 20
@@ -46,10 +47,14 @@ def build_models(folder: Path) -> dict[str, Path]:
                mlp_ratio=2.0, upscale=4, upsampler="pixelshuffledirect"),
         1,
     )  # fmt: skip
+    # a network that costs almost nothing: what is left of its time is the framework's
+    tiny = _random(ESRGAN(num_filters=4, num_blocks=1, scale=4), 2)
     rrdb_path, swin_path = folder / "rrdb.pth", folder / "swinir.safetensors"
+    torch.save(tiny.state_dict(), folder / "tiny.pth")
     torch.save(rrdb.state_dict(), rrdb_path)
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(swin_path))
     return {
+        "RRDBNet, tiny (4 ch, 1 block, x4)": folder / "tiny.pth",
         "RRDBNet (32 ch, 4 blocks, x4)": rrdb_path,
         "SwinIR light (60 ch, 2x4 blocks, x4)": swin_path,
     }
@@ -76,8 +81,7 @@ def bench(path: Path, size: int, repeats: int, device: str) -> dict[str, float]:
     import spandrel
 
     from zoomsr.backbones.spandrel import Spandrel
-    from zoomsr.zoom.chain import ZoomChain, run_step
-    from zoomsr.zoom.memory import ModelPlacer
+    from zoomsr.zoom.chain import ChainEngine
 
     net = Spandrel(str(path)).to(device).eval()
     u = net.scale
@@ -85,17 +89,17 @@ def bench(path: Path, size: int, repeats: int, device: str) -> dict[str, float]:
     image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
     view = torch.rand(1, 3, size // u, size // u, generator=torch.Generator().manual_seed(1))
     view = view.to(device)
-    chain = ZoomChain(rec_type="recursive", steps=1, process_size=size, seed=0)
-    placer = ModelPlacer(device, "plain")
+    chain = ChainEngine(rec_type="recursive", steps=1, process_size=size, seed=0, backbone=net,
+                        device=device)  # fmt: skip
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.no_grad():
         fns = {
             "bare": lambda: bare(view),
-            "step": lambda: run_step(net, view, None, placer, None, 32, 0),
-            "chain": lambda: chain.run(image, net, device=device),
+            "step": lambda: chain.run_model(view, None, None, upsampled=False),
+            "chain": lambda: chain.run(image, "bench"),
         }
         out = best_times(fns, repeats, sync)
-        same = torch.equal(bare(view), run_step(net, view, None, placer, None, 32, 0))
+        same = torch.equal(bare(view), chain.run_model(view, None, None, upsampled=False))
     out["same"] = float(same)
     return out
 

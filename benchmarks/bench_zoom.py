@@ -92,7 +92,7 @@ def build(backbone: str, args: argparse.Namespace):
 
 def worker(args: argparse.Namespace) -> None:
     """One configuration; prints one JSON line."""
-    from zoomsr.zoom.chain import ZoomChain
+    from zoomsr.zoom.engine import ChainEngine
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -100,11 +100,12 @@ def worker(args: argparse.Namespace) -> None:
     image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
 
     def once(steps: int) -> None:
-        chain = ZoomChain("recursive", steps=steps, process_size=size, memory=args.memory)
+        chain = ChainEngine("recursive", steps=steps, process_size=size, memory=args.memory,
+                            backbone=model, device=device)  # fmt: skip
         if args.keep:  # run(): every step's input and output kept (what infer.py writes)
-            chain.run(image, model, device=device)
+            chain.run(image, "bench")
         else:  # iter_steps(): each step dropped once seen, as a streaming writer would
-            for _ in chain.iter_steps(image, model, device=device):
+            for _ in chain.iter_steps(image, "bench"):
                 pass
 
     once(1)  # warm-up: first-call allocations and caches

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import yaml
+from omegaconf._utils import get_yaml_loader
 
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
@@ -110,9 +111,12 @@ def backbone_spec(text: Any, where: str) -> tuple[type[Backbone], dict[str, Any]
     if not isinstance(text, str):
         raise ZoomSRError(f"{where} is not a zoomsr training checkpoint (no backbone config).")
     try:
-        config = yaml.safe_load(text)  # plain YAML: no tags, no interpolation, no resolvers
+        # Plain YAML (a SafeLoader: no python tags; interpolations stay literal strings), read
+        # with OmegaConf's number rules so 1e-6 is a float as when it was written.
+        config = yaml.load(text, Loader=get_yaml_loader())  # noqa: S506
     except yaml.YAMLError as err:
-        raise ZoomSRError(f"{where}: the backbone config is not readable YAML ({err}).") from None
+        why = " ".join(str(err).split())  # one line
+        raise ZoomSRError(f"{where}: the backbone config is not plain YAML ({why}).") from None
     if not isinstance(config, dict) or "_target_" not in config:
         raise ZoomSRError(f"{where} is not a zoomsr training checkpoint (no backbone config).")
     config = dict(config)

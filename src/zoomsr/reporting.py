@@ -252,8 +252,9 @@ def run_label(run_dir: Path) -> str:
 
 def read_summary(path: Path) -> dict:
     """A metrics.json as plain numbers: ``{"x4": {"psnr_y": float | None, "n_images": int,
-    "images": {...}}}`` (its ``"suite"`` record left out); anything else (a mapping where a
-    number belongs, a ``_target_``) is refused with one line naming the file.
+    "align": "none" | "adain" | "wavelet", "images": {...}}}`` (its ``"suite"`` record left
+    out); anything else (a mapping where a number belongs, a ``_target_``) is refused with one
+    line naming the file.
 
     Raises:
         ZoomSRError: unreadable, or not the layout evaluate.py writes.
@@ -272,8 +273,13 @@ def read_summary(path: Path) -> dict:
         raise bad("not a mapping of scales")
     number = (int, float, type(None))
     suite = summary.pop("suite", {})  # how the numbers were computed (metric suites)
-    if not isinstance(suite, dict) or any(isinstance(v, dict) and "_target_" in v
-                                          for v in suite.values()):  # fmt: skip
+    from zoomsr.checkpoint import plain_value
+
+    try:  # plain data at every depth (no _target_ anywhere)
+        plain_value(suite, "suite")
+    except ZoomSRError:
+        raise bad("'suite' is not a record of conventions") from None
+    if not isinstance(suite, dict):
         raise bad("'suite' is not a record of conventions")
     for scale, entry in summary.items():
         if not (isinstance(scale, str) and scale[:1] == "x" and scale[1:].isdigit()):
@@ -282,6 +288,10 @@ def read_summary(path: Path) -> dict:
             raise bad(f"'{scale}' is not a mapping of metrics")
         for name, value in entry.items():
             if name == "images":
+                continue
+            if name == "align":  # the colour fix the outputs were scored with (a setting)
+                if value not in ("none", "adain", "wavelet"):
+                    raise bad(f"'{scale}.align' is {value!r}, not none | adain | wavelet")
                 continue
             if isinstance(value, bool) or not isinstance(value, number):
                 raise bad(f"'{scale}.{name}' is a {type(value).__name__}, not a number")
@@ -296,7 +306,7 @@ def compare(paths: list[str], out: Path, labels: list[str] | None = None) -> dic
     dirs = _run_dirs(paths)
     labels = labels or [run_label(d) for d in dirs]
     runs = {lab: read_summary(d / "metrics.json") for lab, d in zip(labels, dirs)}
-    skip = {"n_images", "images"}
+    skip = {"n_images", "images", "align"}  # align: the colour fix, a setting
     metrics = list(dict.fromkeys(k for s in runs.values() for e in s.values() for k in e))
     metrics = [m for m in metrics if m not in skip]
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -327,3 +328,52 @@ def test_fsdp_trains_a_step_of_the_tiny_sd3_on_a_gpu(tmp_path):
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 2
     assert ckpt["state_dict"] and all(".lora_" in k for k in ckpt["state_dict"])
+
+
+class Preempt(pl.Callback):
+    """What SLURM does to a job at its time limit, in-process: SIGUSR1 at step ``at`` (the
+    launcher's --signal), then the kill (an exception) once Lightning's handler has returned."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            raise RuntimeError("killed by SLURM after the signal")
+
+
+def test_preempted_slurm_job_requeues_and_resumes_from_lightnings_checkpoint(
+    compose_cfg, request, tmp_path, monkeypatch, capsys
+):
+    """Lightning's SLURM auto-requeue on SIGUSR1 writes hpc_ckpt_1.ckpt and calls
+    `scontrol requeue <job>`; the requeued job (same command, same folder) resumes from it."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    hr = request.getfixturevalue("photos")
+    calls = tmp_path / "scontrol.calls"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    for key, value in {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "1",
+                       "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                       "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    run = tmp_path / "run"
+    job = tiny(hr, run, *SGD, "trainer.max_steps=4", "trainer.val_check_interval=100",
+               "ckpt_path=auto")  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed by SLURM"):
+        train.run(compose_cfg("train", [*job, "+callbacks.preempt._target_="
+                                        "tests.integration.test_clusters.Preempt",
+                                        "+callbacks.preempt.at=2"]))  # fmt: skip
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert read_checkpoint(run / "hpc_ckpt_1.ckpt")["global_step"] == 2
+    assert not (run / "checkpoints" / "last.ckpt").exists()  # nothing else was saved
+    capsys.readouterr()
+    result = train.run(compose_cfg("train", job))  # the requeued job
+    assert (
+        f"ckpt_path=auto: resuming from {run}/hpc_ckpt_1.ckpt (step 2)" in capsys.readouterr().out
+    )
+    assert read_checkpoint(result["last_ckpt"])["global_step"] == 4

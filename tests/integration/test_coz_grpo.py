@@ -4,6 +4,7 @@ critic -> a peft adapter in CoZ's VLM_LoRA layout -> prompt=vlm prompt.adapter=.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ from zoomsr.data.zoom_views import ZoomViewPairs
 from zoomsr.prompts.tiny import ensure_tiny_vlm
 from zoomsr.prompts.vlm import VLMPrompt
 from zoomsr.tasks import train
-from zoomsr.zoom.chain import ZoomChain
+from zoomsr.zoom.chain import ChainEngine
 
 
 def _photos(folder):
@@ -68,8 +69,21 @@ def test_grpo_trains_an_adapter_that_prompt_vlm_loads_and_uses(compose_cfg, tmp_
     aligned = VLMPrompt(**kw, adapter=str(adapter))(views, step=1)
     assert aligned != base
 
+    # Resumable: ckpt_path=auto continues from step 3 (adapter and optimizer state).
+    more = compose_cfg(
+        "train",
+        ["experiment=coz_grpo", "debug=tiny", "trainer.max_steps=4", "logger=csv",
+         "trainer.enable_progress_bar=false", f"grpo.data.hr_dir={hr}",
+         f"out_dir={tmp_path / 'run'}", "ckpt_path=auto"],
+    )  # fmt: skip
+    train.run(more)
+    assert (tmp_path / "run" / "VLM_LoRA" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+
     # The views were cached: a second build runs no chain.
-    chain = ZoomChain(rec_type="recursive_multiscale", upscale=4, steps=2, process_size=56)
+    chain = functools.partial(
+        ChainEngine, rec_type="recursive_multiscale", upscale=4, steps=2, process_size=56
+    )
     again = ZoomViewPairs(str(hr), chain, cache_dir=str(tmp_path / "run" / "zoom_views"))
     assert again.computed == 0 and len(again) == 4  # 2 images x 2 steps
-    assert again[0]["wide"].shape == (3, 56, 56) and again[0]["zoom"].shape == (3, 14, 14)
+    # CoZ's views: the previous output and the zoomed crop upsampled to P x P
+    assert again[0]["wide"].shape == (3, 56, 56) and again[0]["zoom"].shape == (3, 56, 56)

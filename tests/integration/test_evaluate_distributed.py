@@ -51,6 +51,25 @@ def test_two_processes_equal_one_with_fid_and_resume_after_a_kill(
     assert evaluate.run(_cfg(compose_cfg, out, *common)) == one
 
 
+@pytest.mark.usefixtures("single_thread", "tiny_fid")
+def test_zoom_center_chains_shard_by_image_and_equal_one_process(compose_cfg, bench, tmp_path):
+    """Chain-of-Zoom's centre chain: one image's whole chain runs on one rank."""
+    common = [
+        "protocol=zoom_center",
+        "scales=[1,4]",
+        "protocol.process_size=64",
+        "protocol.fid_patch=16",
+        f"data.hr_dir={bench / 'Set5' / 'HR'}",
+        "metrics.names=[psnr_y,fid]",
+    ]
+    one = evaluate.run(_cfg(compose_cfg, tmp_path / "one", *common))
+    two = evaluate.run(
+        _cfg(compose_cfg, tmp_path / "two", *common, "devices=2", "strategy=ddp_fork")
+    )
+    assert two == one and np.isfinite(two["x1"]["fid"])
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
 @pytest.mark.slow  # a fresh process imports torch, Lightning and the metrics (15-60 s on 2 cores)
 @pytest.mark.usefixtures("single_thread")
 def test_spawned_ranks_equal_one_process(compose_cfg, bench, tmp_path):

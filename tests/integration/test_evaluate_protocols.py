@@ -55,13 +55,13 @@ class CountingBicubic:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        real = Bicubic.upscale
+        real = Bicubic._upscale
 
-        def upscale(net, lr, prompts=None):
+        def upscale(net, lr, prompts, generator):
             self.calls += 1
-            return real(net, lr, prompts)
+            return real(net, lr, prompts, generator)
 
-        monkeypatch.setattr(Bicubic, "upscale", upscale)
+        monkeypatch.setattr(Bicubic, "_upscale", upscale)
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def _kill_after(out, n_rows):
         ("zoom_full", ["scales=[4,16]"], {4: 1, 16: 2}),
         (
             "zoom_center",
-            ["scales=[1,4,16]", "protocol.process_size=64", "protocol.fid_patch=16"],
+            ["scales=[1,4,16]", "zoom.process_size=64", "protocol.fid_patch=16"],
             None,
         ),
     ],
@@ -132,7 +132,7 @@ def test_zoom_center_reference_only_where_the_hr_holds_the_detail(compose_cfg, b
     result = evaluate.run(
         _cfg(
             compose_cfg, tmp_path, "protocol=zoom_center", "scales=[1,4,16]",
-            "protocol.process_size=64", f"data.hr_dir={bench / 'Set5' / 'HR'}",
+            "zoom.process_size=64", f"data.hr_dir={bench / 'Set5' / 'HR'}",
         )
     )  # fmt: skip
     # Set5 short sides 228..512 px -> centre squares of 192..512: at x4 the HR crop is 48..128 px

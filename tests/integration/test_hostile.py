@@ -157,6 +157,21 @@ def test_evaluate_and_infer_refuse_a_crafted_checkpoint(compose_cfg, world, kind
     assert snapshot(tmp, (tmp / "run",)) == before
 
 
+def test_a_python_tag_in_the_saved_config_is_refused(compose_cfg, world):
+    tmp, outside, images = world
+    net = SR3(**TINY)
+    touch = f"touch '{outside / 'sys.out'}'"
+    tag = f'!!python/object/apply:os.system ["{touch}"]'
+    text = f"_target_: zoomsr.backbones.sr3.SR3\nseed: {tag}\n"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in net.trainable_state_dict().items()},
+                "zoomsr": {"backbone_config": text}}, tmp / "tag.ckpt")  # fmt: skip
+    before = snapshot(tmp, (tmp / "run",))
+    with pytest.raises(ZoomSRError, match=r"is not plain YAML \(could not determine a constructor"):
+        infer.run(compose_cfg("infer", [f"ckpt={tmp / 'tag.ckpt'}", f"input={images}",
+                                        f"out_dir={tmp / 'run'}"]))  # fmt: skip
+    assert snapshot(tmp, (tmp / "run",)) == before
+
+
 @pytest.mark.parametrize("task", ["evaluate", "infer"])
 def test_the_entry_points_print_one_line_and_exit_2(compose_cfg, world, capsys, task):
     """Through the entry points' own wrapper (``exit_on_user_error``): exit 2, one line."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from zoomsr.backbones.interp import Bicubic
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image, quantize, save_image
 from zoomsr.errors import ZoomSRError
@@ -50,21 +52,28 @@ def _chain_cfg(compose_cfg, src, out, *extra):
     )
 
 
+def _pil(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1) / 255.0
+
+
 def test_chain_writes_every_step_prompts_strip_and_overview(compose_cfg, tmp_path):
     src = _inputs(tmp_path / "in")
-    result = infer.run(_chain_cfg(compose_cfg, src, tmp_path / "out", "zoom.rec_type=onestep"))
+    result = infer.run(_chain_cfg(compose_cfg, src, tmp_path / "out", "zoom.rec_type=bicubic"))
     assert [p.rsplit("/", 1)[-1] for p in result["outputs"]] == ["im0", "im1"]
     folder = tmp_path / "out" / "im0"
     assert {p.name for p in folder.iterdir()} == CHAIN_FILES
-    # Step 1 of onestep with bicubic: MATLAB bicubic of the centre 8 px of the preprocessed
-    # input (48x64 -> short side 32 -> 32x43 -> centre 32 square), computed independently.
-    pre = imresize(load_image(src / "im0.png"), out_size=(32, 43)).clamp(0, 1)[:, :, 5:37]
-    torch.testing.assert_close(load_image(folder / "step0.png"), quantize(pre))
-    crop = load_image(folder / "step0.png")[:, 12:20, 12:20]
-    want = imresize(crop, scale=4, quantize_passes=True).clamp(0, 1)
-    torch.testing.assert_close(load_image(folder / "step1_output.png"), quantize(want))
+    # CoZ's preprocessing, computed independently with PIL: 64x48 -> int(64 * 32/48) = 42 x 32
+    # by Lanczos, centre 32 square (left (42 - 32) // 2 = 5).
+    first = Image.open(src / "im0.png").convert("RGB").resize((42, 32), Image.LANCZOS)
+    first = first.crop((5, 0, 37, 32))
+    torch.testing.assert_close(load_image(folder / "step0.png"), _pil(first))
+    # CoZ's bicubic step 1: the original's centre 32 // 4 = 8 px, one PIL bicubic resize to 32.
+    want = first.crop((12, 12, 20, 20)).resize((32, 32), Image.BICUBIC)
+    torch.testing.assert_close(load_image(folder / "step1_output.png"), _pil(want))
+    want = first.crop((15, 15, 17, 17)).resize((32, 32), Image.BICUBIC)  # step 2: 32 // 16 = 2
+    torch.testing.assert_close(load_image(folder / "step2_output.png"), _pil(want))
     meta = json.loads((folder / "prompts.json").read_text())
-    assert meta["rec_type"] == "onestep"
+    assert meta["rec_type"] == "bicubic" and meta["process_size"] == 32
     assert [s["magnification"] for s in meta["steps"]] == [1, 4, 16]
     assert meta["steps"][1]["box"] == [0.375, 0.375, 0.625, 0.625]
     assert meta["steps"][2]["prompts"] is None
@@ -172,8 +181,10 @@ def test_chain_with_trained_sr3(compose_cfg, sr3_ckpt, tmp_path, memory):
     assert {p.name for p in folder.iterdir()} == CHAIN_FILES
     out1 = load_image(folder / "step1_output.png")
     assert out1.shape == (3, 32, 32) and out1.std() > 0
-    assert load_image(folder / "step2_input.png").shape == (3, 8, 8)
-    torch.testing.assert_close(load_image(folder / "step2_input.png"), out1[:, 12:20, 12:20])
+    # CoZ's view of step 2: the centre 8 px of step 1's output, PIL-bicubic to 32 x 32
+    step1 = Image.open(folder / "step1_output.png").convert("RGB")
+    view = step1.crop((12, 12, 20, 20)).resize((32, 32), Image.BICUBIC)
+    torch.testing.assert_close(load_image(folder / "step2_input.png"), _pil(view))
     if memory == "swap":  # same seed, same numbers, whatever the memory mode
         plain = compose_cfg("infer", [*cfg_overrides(src, tmp_path / "plain", sr3_ckpt)])
         infer.run(plain)
@@ -204,6 +215,7 @@ def test_zoom_yaml_keys_are_the_init_arguments(compose_cfg, tmp_path, name):
 
     cfg = compose_cfg("infer", [f"input={tmp_path}", f"zoom={name}"])
     keys = set(cfg.zoom) - {"_target_"}
-    params = set(inspect.signature(get_class(cfg.zoom._target_).__init__).parameters) - {"self"}
-    assert keys == params
-    assert type(instantiate(cfg.zoom)).__name__ == cfg.zoom._target_.rsplit(".", 1)[-1]
+    params = set(inspect.signature(get_class(cfg.zoom._target_).__init__).parameters)
+    assert keys == params - {"self", "backbone", "prompt_source", "device"}  # from the task
+    engine = instantiate(cfg.zoom, backbone=Bicubic(4))
+    assert type(engine).__name__ == cfg.zoom._target_.rsplit(".", 1)[-1]

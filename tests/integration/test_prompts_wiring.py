@@ -198,7 +198,7 @@ def test_swap_keeps_one_model_on_the_gpu(tmp_path, qwen, memory):
     """In swap mode the VLM is on the CPU while the backbone runs and the other way round
     (CoZ's efficient memory); in plain mode both stay on the GPU."""
     from zoomsr.backbones.sr3 import SR3
-    from zoomsr.zoom.chain import ZoomChain
+    from zoomsr.zoom.engine import ChainEngine
 
     source = VLMPrompt(model=str(qwen), max_new_tokens=4, cache=None)
     sr = SR3(
@@ -212,23 +212,24 @@ def test_swap_keeps_one_model_on_the_gpu(tmp_path, qwen, memory):
         sample_steps=2,
     )
     seen = []
-    upscale, describe = sr.upscale, source.describe
+    refine, describe = sr.refine_upsampled, source.describe
 
     def where(module):
         return next(module.parameters()).device.type
 
-    def spy_upscale(lr, prompts=None):
+    def spy_refine(up, prompts=None, generator=None):
         seen.append(("sr", where(sr), where(source.net) if source._net is not None else None))
-        return upscale(lr, prompts)
+        return refine(up, prompts, generator)
 
     def spy_describe(views, step):
         out = describe(views, step)  # loads the VLM on first use
         seen.append(("vlm", where(source.net), where(sr)))
         return out
 
-    sr.upscale, source.describe = spy_upscale, spy_describe
-    zoom = ZoomChain("recursive_multiscale", steps=2, process_size=32, memory=memory)
-    zoom.run(torch.rand(3, 32, 32), backbone=sr, prompt_fn=source, device="cuda")
+    sr.refine_upsampled, source.describe = spy_refine, spy_describe
+    zoom = ChainEngine("recursive_multiscale", steps=2, process_size=32, memory=memory,
+                       backbone=sr, prompt_source=source, device="cuda")  # fmt: skip
+    zoom.run(torch.rand(3, 32, 32), "im")
     other = "cpu" if memory == "swap" else "cuda"
     assert [s for s in seen if s[0] == "vlm"] == [("vlm", "cuda", other)] * 2
     assert [s for s in seen if s[0] == "sr"] == [("sr", "cuda", other)] * 2

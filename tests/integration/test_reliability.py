@@ -205,11 +205,11 @@ def test_7_a_checkpoint_is_evaluated_at_its_own_scale_by_default(compose_cfg, tm
     hr = _images(tmp_path / "hr", names=("a.png",), size=(128, 128))
     args = [f"ckpt={ckpt}", f"data.hr_dir={hr}", "logger=csv"]
     result = evaluate.run(compose_cfg("evaluate", [*args, f"out_dir={tmp_path / 'b'}"]))
-    assert list(result) == ["x4"] and result["x4"]["n_images"] == 1
+    assert [k for k in result if k != "suite"] == ["x4"] and result["x4"]["n_images"] == 1
     # zoom_full: the powers of x4 whose LR is >= 8 px (128 / 16 = 8; 128 / 64 = 2 is not)
     zoom = evaluate.run(compose_cfg("evaluate", [*args, f"out_dir={tmp_path / 'z'}",
                                                  "protocol=zoom_full"]))  # fmt: skip
-    assert list(zoom) == ["x4", "x16"]
+    assert [k for k in zoom if k != "suite"] == ["x4", "x16"]
 
 
 # -- 8. compile=true ---------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class RawServer:
 
     def _handle(self, conn):
         try:
-            conn.recv(1 << 20)
+            _read_request(conn)  # all of it: unread bytes would make close() a reset
             self.respond(conn)
         except OSError:
             pass
@@ -356,6 +356,23 @@ class RawServer:
 
     def close(self):
         self.sock.close()
+
+
+def _read_request(conn) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
 
 
 def _trickle(conn):
@@ -486,8 +503,7 @@ def test_12_an_error_in_a_dataloader_worker_is_its_own_line(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["backbone=bicubik"], "Could not find 'backbone/bicubik'; options of backbone: bicubic, "
-                               "nearest"),
+        (["backbone=bicubik"], "Could not find 'backbone/bicubik'; options of backbone: bicubic, "),
         (["scalez=4"], "'scalez' is not a config key (misspelled?)"),
         (["data.hr_dirr=x"], "'data.hr_dirr' is not a config key"),
     ],

@@ -3,6 +3,8 @@ group-normalized advantages, the clipped objective with its KL term."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -115,7 +117,15 @@ def test_grpo_loss_clips_the_ratio_and_adds_the_kl():
 def test_views_need_the_two_view_chain(tmp_path):
     from zoomsr.data.zoom_views import ZoomViewPairs
     from zoomsr.errors import ZoomSRError
-    from zoomsr.zoom.chain import ZoomChain
+    from zoomsr.zoom.chain import ChainEngine
 
+    chain = functools.partial(ChainEngine, rec_type="recursive", steps=1, process_size=16)
     with pytest.raises(ZoomSRError, match="rec_type=recursive_multiscale"):
-        ZoomViewPairs(str(tmp_path), ZoomChain(rec_type="recursive", steps=1, process_size=16))
+        ZoomViewPairs(str(tmp_path), chain)
+
+
+def test_missing_critic_weights_name_the_key(tmp_path):
+    from zoomsr.errors import ZoomSRError
+
+    with pytest.raises(ZoomSRError, match=r"critic VLM .*grpo\.module\.rewards\.critic\.model="):
+        CriticReward(model=str(tmp_path / "no_such_vlm"))

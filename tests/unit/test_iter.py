@@ -227,3 +227,60 @@ def test_training_outputs_of_the_refine_stage(single_thread):
     assert not out["sr"].requires_grad and out["refined"].requires_grad
     assert tiny(seed=0, gumbel_lq_grad=True).training_outputs(lr, hr)["sr"].requires_grad
     assert not any(p.requires_grad for p in model.vqgan.parameters())  # frozen Swin-VQGAN
+
+
+def test_shifted_swin_block_matches_a_naive_restatement():
+    """Swin's shifted-window block, written out position by position (Liu et al. 2021, Sec.
+    3.2 and Eq. 4; ITER's SE-gated MLP): roll by -s, attend within ws x ws windows with the
+    relative-position bias B[dy + ws - 1, dx + ws - 1] and -100 between the three bands of each
+    axis, roll back; then the MLP with the gate sigmoid(W2 silu(W1 mean_N h))."""
+    from zoomsr.backbones.iter_arch import SwinBlock
+
+    torch.manual_seed(0)
+    c, heads, ws, s, hgt, wid = 8, 2, 2, 1, 4, 6
+    block = SwinBlock(c, (hgt, wid), heads, ws, s)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(1, hgt * wid, c)
+    table = block.attn.relative_position_bias_table.detach()
+    qkv_w, qkv_b = block.attn.qkv.weight.detach(), block.attn.qkv.bias.detach()
+    d = c // heads
+    y = torch.nn.functional.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias)
+    grid = y.view(hgt, wid, c)
+
+    def band(i: int, n: int) -> int:
+        return 0 if i < n - ws else (1 if i < n - s else 2)
+
+    out = torch.zeros(hgt, wid, c)
+    for wi in range(0, hgt, ws):
+        for wj in range(0, wid, ws):
+            pos = [(i, j) for i in range(wi, wi + ws) for j in range(wj, wj + ws)]  # rolled
+            feats = torch.stack([grid[(i + s) % hgt, (j + s) % wid] for i, j in pos])
+            q, k, v = (feats @ qkv_w.t() + qkv_b).split(c, dim=-1)
+            heads_out = []
+            for h in range(heads):
+                sl = slice(h * d, (h + 1) * d)
+                logits = torch.zeros(len(pos), len(pos))
+                for a, (ia, ja) in enumerate(pos):
+                    for b, (ib, jb) in enumerate(pos):
+                        rel = (ia - ib + ws - 1) * (2 * ws - 1) + (ja - jb + ws - 1)
+                        same = band(ia, hgt) == band(ib, hgt) and band(ja, wid) == band(jb, wid)
+                        logits[a, b] = (q[a, sl] @ k[b, sl]) * d**-0.5 + table[rel, h]
+                        logits[a, b] += 0.0 if same else -100.0
+                heads_out.append(logits.softmax(-1) @ v[:, sl])
+            res = block.attn.proj(torch.cat(heads_out, dim=-1))
+            for a, (i, j) in enumerate(pos):
+                out[(i + s) % hgt, (j + s) % wid] = res[a]
+    x1 = x + out.view(1, -1, c)
+    h = torch.nn.functional.layer_norm(x1, (c,), block.norm2.weight, block.norm2.bias)
+    h = torch.nn.functional.gelu(block.mlp.fc1(h))
+    gate = block.mlp.attn[3](
+        block.mlp.attn[2](torch.nn.functional.silu(block.mlp.attn[0](h.mean(1, keepdim=True))))
+    )
+    expected = x1 + block.mlp.fc2(h * gate)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, (hgt, wid)), expected, atol=1e-5, rtol=1e-5)
+        # another map size: the mask is computed for it, not the stored one
+        x2 = torch.randn(2, 4 * 4, c)
+        assert block(x2, (4, 4)).shape == (2, 16, c)

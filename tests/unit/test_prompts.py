@@ -38,9 +38,8 @@ def test_manual_text_and_per_image_file(tmp_path):
     mapping.write_text(json.dumps({"im0.png": "a red car", "im1": "a dog"}))
     source = ManualPrompt(user_text="a photo", user_file=str(mapping))
     assert source([batch(3)], names=["im0", "im1", "other"]) == ["a red car", "a dog", "a photo"]
-    with source.image_names(["im1"]):  # how infer.py names the image for the chain's calls
-        assert source([batch(1)], step=2) == ["a dog"]
-    assert source([batch(1)]) == ["a photo"]  # outside the block: no name, the fixed text
+    assert source([batch(1)], step=2, names=["im1"]) == ["a dog"]  # as the zoom engine asks
+    assert source([batch(1)]) == ["a photo"]  # no name: the fixed text
     folder = tmp_path / "texts"
     folder.mkdir()
     (folder / "im0.txt").write_text("bricks\n")

@@ -5,6 +5,7 @@ weights."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts.base import MULTI_VIEW_INSTRUCTION, SINGLE_VIEW_INSTRUCTION
 from zoomsr.prompts.tiny import write_tiny_vlm
-from zoomsr.prompts.vlm import VLMPrompt
+from zoomsr.prompts.vlm import VLMPrompt, qwen_view
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,12 @@ def test_two_views_reach_the_model_with_coz_instruction(qwen):
     assert len(prompts) == 1 and isinstance(prompts[0], str)
     assert len(seen) == 1  # one image, one generation: the images are encoded once
     inputs = seen[0]
-    # Two images: the 56x56 view is 4x4 patches of 14 px, the 28x28 view 2x2.
-    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 2, 2]]
-    assert inputs["pixel_values"].shape[0] == 16 + 4
+    # Two images: the 56x56 view is 4x4 patches of 14 px; qwen_vl_utils (CoZ) brings the 28 px
+    # view up to its 3136 px minimum, 56 x 56, also 4 x 4.
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]
+    assert inputs["pixel_values"].shape[0] == 16 + 16
     image_token = source.net.config.image_token_id
-    assert int((inputs["input_ids"] == image_token).sum()) == (16 + 4) // 4  # 2x2 merge
+    assert int((inputs["input_ids"] == image_token).sum()) == (16 + 16) // 4  # 2x2 merge
     text = source.processor.decode(inputs["input_ids"][0])
     assert f"<|im_start|>system\n{MULTI_VIEW_INSTRUCTION}<|im_end|>" in text
     assert text.count("<|vision_start|>") == 2 and text.endswith("<|im_start|>assistant\n")
@@ -69,7 +71,7 @@ def test_one_view_uses_the_single_view_instruction(qwen):
     source = VLMPrompt(model=str(qwen), max_new_tokens=4, cache=None)
     seen = record_generate(source)
     source([views()[1]], step=1)
-    assert seen[0]["image_grid_thw"].tolist() == [[1, 2, 2]]
+    assert seen[0]["image_grid_thw"].tolist() == [[1, 4, 4]]  # 28 px -> 56 px, as CoZ
     text = source.processor.decode(seen[0]["input_ids"][0])
     assert SINGLE_VIEW_INSTRUCTION in text and MULTI_VIEW_INSTRUCTION not in text
 
@@ -88,8 +90,10 @@ def test_greedy_prompt_is_the_decoded_generation_and_user_text_is_joined(qwen):
     chat = processor.apply_chat_template(
         messages(MULTI_VIEW_INSTRUCTION, 2), tokenize=False, add_generation_prompt=True
     )
-    inputs = processor(text=[chat], images=[to_pil(v[0][0]), to_pil(v[1][0])], return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    images = [qwen_view(to_pil(v[0][0])), qwen_view(to_pil(v[1][0]))]  # as process_vision_info
+    assert images[1].size == (56, 56)
+    inputs = processor(text=[chat], images=images, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=6)  # CoZ: the generation config's decoding
     want = processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     want = " ".join(want.split())
     assert want  # the tiny model says something (so the join below is tested)
@@ -158,3 +162,14 @@ def test_missing_model_and_bad_adapter_are_clear_errors(qwen, tmp_path):
     source = VLMPrompt(model=str(qwen), adapter=str(bad), cache=None)
     with pytest.raises(ZoomSRError, match="does not fit the VLM"):
         source([views()[1]], step=1)
+
+
+def test_vlm_views_are_resized_as_qwen_vl_utils_does():
+    from zoomsr.prompts.vlm import qwen_size
+
+    assert qwen_size(512, 512) == (504, 504)  # 18 x 18 merged tokens = 324 (CoZ at P = 512)
+    assert qwen_size(128, 128) == (140, 140)  # round(128 / 28) = 5 -> 140
+    assert qwen_size(28, 28) == (56, 56)  # below 4 * 28 * 28 px: scaled up, sides ceiled
+    assert qwen_size(510, 1020, max_pixels=28 * 28 * 100) == (196, 392)  # floored below max
+    params = inspect.signature(VLMPrompt).parameters  # CoZ's script: 128 tokens, model's decoding
+    assert params["max_new_tokens"].default == 128 and params["do_sample"].default is None

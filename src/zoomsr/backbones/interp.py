@@ -27,7 +27,9 @@ class Bicubic(_Interpolation):
         scale: upscaling factor (default 4).
     """
 
-    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+    def _upscale(
+        self, lr: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """``(B, C, h, w)`` in [0, 1] -> ``(B, C, h*scale, w*scale)``, clamped to [0, 1]."""
         return imresize(lr, scale=self.scale, quantize_passes=True).clamp(0, 1)
 
@@ -39,6 +41,8 @@ class Nearest(_Interpolation):
         scale: integer upscaling factor (default 4).
     """
 
-    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+    def _upscale(
+        self, lr: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """``(B, C, h, w)`` in [0, 1] -> ``(B, C, h*scale, w*scale)``."""
         return F.interpolate(lr, scale_factor=self.scale, mode="nearest-exact")

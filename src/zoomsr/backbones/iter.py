@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from zoomsr.backbones.base import Backbone
+from zoomsr.backbones.base import Backbone, seeded
 from zoomsr.backbones.iter_arch import LQEncoder, SwinVQGAN, TokenRefine
 from zoomsr.errors import ZoomSRError
 
@@ -115,6 +115,8 @@ class ITER(Backbone):
 
     is_learned = True
 
+    size_error = ITERValueError
+
     def __init__(
         self,
         scale: int = 4,
@@ -156,9 +158,7 @@ class ITER(Backbone):
         self.token_temperature, self.mask_temperature = token_temperature, mask_temperature
         self.gumbel_lq_grad = gumbel_lq_grad
         swin = {"window": window, "heads": heads, "resolution": resolution}
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             self.vqgan = SwinVQGAN(
                 nf, ch_mult, res_blocks, n_embed, embed_dim, beta, vq_loss == "legacy",
                 swin_dim, swin_blocks, swin_depth, **swin,
@@ -253,16 +253,11 @@ class ITER(Backbone):
         )
 
     # -- training -----------------------------------------------------------------------------
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Named tensors for the stage's loss terms; images in [0, 1] unless ``*_signed``
-        ([-1, 1], for LPIPS). ``codes`` ``(B, h, w)``: the tokens whose codebook usage is
-        logged (the encoder's in ``hq``, the LQ encoder's argmax otherwise).
+    def _training_outputs(self, lr, hr, prompts, seeds) -> dict[str, torch.Tensor]:
+        """Named tensors for the stage's loss terms (:meth:`Backbone.training_outputs`, sizes
+        checked); images in [0, 1] unless ``*_signed`` ([-1, 1], for LPIPS). ``codes``
+        ``(B, h, w)``: the tokens whose codebook usage is logged (the encoder's in ``hq``, the
+        LQ encoder's argmax otherwise).
 
         - ``hq``: ``recon``, ``hr``, ``recon_signed``, ``hr_signed``, ``vq_loss``.
         - ``token_pred``: ``lq_logits`` ``(B, N, K)``, ``hr_tokens`` ``(B, N)``, ``sr`` (the
@@ -271,10 +266,6 @@ class ITER(Backbone):
         - both: ``sr_all_signed`` / ``hr_all_signed``, the batch of ``sr`` (and ``refined``)
           and its targets, for ITER's one LPIPS term over both decodings.
         """
-        if tuple(hr.shape[-2:]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
-            raise ITERValueError(
-                f"HR {tuple(hr.shape[-2:])} is not LR {tuple(lr.shape[-2:])} x {self.scale}"
-            )
         hr = hr.float()
         if self.stage == "hq":
             recon, vq_loss, idx = self.vqgan(hr)
@@ -361,38 +352,27 @@ class ITER(Backbone):
         }
 
     # -- inference ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def upscale(
-        self,
-        lr: torch.Tensor,
-        prompts: list[str] | None = None,
-        generator: torch.Generator | None = None,
+    def _upscale(
+        self, lr: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h s, w s)`` in [0, 1].
+        """``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h s, w s)`` in [0, 1] (:meth:`Backbone.upscale`:
+        eval mode, no grad, ``generator`` else one seeded by ``seed``).
 
         ``refine`` / ``token_pred``: :meth:`sample` (``token_pred``: the LQ tokens alone) and
         decode. ``hq``: the VQGAN's reconstruction of the bicubic image. Sides are mirrored up
         to whole attention windows first and cropped after (ITER's ``test_iterative``).
         ``generator`` (default: one seeded by ``seed``) drives the sampling.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            if self.stage == "hq":
-                up = F.interpolate(
-                    lr.float(), scale_factor=self.scale, mode="bicubic", align_corners=False
-                )
-                x, h, w = flip_pad(up.clamp(0, 1), self.vqgan.factor * self.lr_multiple)
-                return self.vqgan(x)[0][..., :h, :w]
-            x, h, w = flip_pad(lr.float(), self.lr_multiple)
-            logits = self.lq_encoder(x)
-            if self.stage == "token_pred":
-                idx = logits.argmax(1)
-            else:
-                idx = self.sample(logits, generator)["tokens"][-1]
-            return self.vqgan.decode_indices(idx)[..., : h * self.scale, : w * self.scale]
-        finally:
-            self.train(was_training)
+        if self.stage == "hq":
+            x, h, w = flip_pad(self.upsample(lr), self.vqgan.factor * self.lr_multiple)
+            return self.vqgan(x)[0][..., :h, :w]
+        x, h, w = flip_pad(lr.float(), self.lr_multiple)
+        logits = self.lq_encoder(x)
+        if self.stage == "token_pred":
+            idx = logits.argmax(1)
+        else:
+            idx = self.sample(logits, generator)["tokens"][-1]
+        return self.vqgan.decode_indices(idx)[..., : h * self.scale, : w * self.scale]
 
     @torch.no_grad()
     def sample(

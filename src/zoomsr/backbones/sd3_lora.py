@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -129,10 +128,15 @@ class SD3LoRA(Backbone):
         vae_lora_rank, vae_lora_alpha: its rank and alpha (CoZ: 4 and peft's default 8).
         vsd: add the regularizer adapter and return what the VSD losses need.
         latent: ``mean`` of the VAE posterior, or a ``sample`` (seeded; CoZ samples).
+        encode_shift: subtract the VAE's ``shift_factor`` at encode (default True: as CoZ trains
+            and as :meth:`decode` adds it back); False: CoZ's inference, which skips it at encode.
         weight_dtype: dtype of the frozen transformer and text encoders (VAE stays float32).
         gradient_checkpointing: recompute transformer blocks in the backward pass.
-        seed: seed of the inference-time latent sample (``latent=sample``).
+        seed: seed of the inference-time latent sample (``latent=sample``); None: torch's
+            global RNG (CoZ).
     """
+
+    refines_upsampled = True  # VAE-encodes the bicubic-upsampled LR (OSEDiff, CoZ)
 
     def __init__(
         self,
@@ -148,9 +152,10 @@ class SD3LoRA(Backbone):
         vae_lora_alpha: float = 8.0,
         vsd: bool = False,
         latent: Literal["mean", "sample"] = "sample",
+        encode_shift: bool = True,
         weight_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         gradient_checkpointing: bool = False,
-        seed: int = 0,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         if latent not in ("mean", "sample"):
@@ -159,12 +164,18 @@ class SD3LoRA(Backbone):
             raise ZoomSRError(f"backbone.weight_dtype must be one of {list(DTYPES)}")
         folder = resolve_pretrained(str(pretrained), use_t5)
         self.scale, self.latent, self.seed, self.vsd = scale, latent, seed, vsd
+        self.encode_shift = encode_shift
         self.max_sequence_length = max_sequence_length
         self._load(folder, use_t5, DTYPES[weight_dtype])
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        # HR sides must be multiples of vae_factor * patch_size; upscale pads to that itself.
-        self.multiple = self.vae_factor * self.transformer.config.patch_size
+        # HR sides must be multiples of vae_factor * patch_size (Backbone.upscale pads to it),
+        # and at most pos_embed_max_size patches (the positional range; 192 in SD3-medium).
+        patch = self.transformer.config.patch_size
+        self.multiple = self.hr_multiple = self.vae_factor * patch
         self.size_multiple = self.multiple // math.gcd(self.multiple, scale)
+        pos_range = self.transformer.config.pos_embed_max_size
+        if pos_range is not None:
+            self.max_input_size = pos_range * self.multiple // scale
         self._add_adapters(lora_targets, lora_rank, lora_alpha, vae_lora, vae_lora_rank,
                            vae_lora_alpha)  # fmt: skip
         self._adapter_state: Adapter = GENERATOR
@@ -350,7 +361,8 @@ class SD3LoRA(Backbone):
         dist = self.vae.encode(image.float()).latent_dist
         z = dist.mean if noise is None else dist.mean + dist.std * noise
         cfg = self.vae.config
-        return (z - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+        shift = (cfg.shift_factor or 0.0) if self.encode_shift else 0.0
+        return (z - shift) * cfg.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse scaling of :meth:`encode`, then the VAE decoder: ``(B, 3, H, W)`` in ~[-1, 1]."""
@@ -401,11 +413,15 @@ class SD3LoRA(Backbone):
         self, lr: torch.Tensor, prompts: list[str] | None, noise: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """LR ``(B, 3, h, w)`` in [0, 1] -> (SR in ~[-1, 1] ``(B, 3, sh, sw)``, latent ``z0``)."""
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        up = F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False)
-        z = self.encode(up.clamp(0, 1) * 2 - 1, noise)
-        emb, pooled = self.prompt_embeddings(prompts, lr.shape[0])
-        t = self.t_one.expand(lr.shape[0])
+        return self._one_step(self.to_model_range(self.upsample(lr)), prompts, noise)
+
+    def _one_step(
+        self, x: torch.Tensor, prompts: list[str] | None, noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The upsampled LR ``(B, 3, H, W)`` in [-1, 1] -> (SR in ~[-1, 1], latent ``z0``)."""
+        z = self.encode(x, noise)
+        emb, pooled = self.prompt_embeddings(prompts, x.shape[0])
+        t = self.t_one.expand(x.shape[0])
         with self.adapter(GENERATOR):
             v = self.velocity(z, t, emb, pooled)
         z0 = z - self.sigma_one * v  # sigma = 1 at t = 1000: z0 = z - v
@@ -414,44 +430,33 @@ class SD3LoRA(Backbone):
     def _latent_noise(
         self, shape: tuple[int, ...], generators: list[torch.Generator] | None, device
     ) -> torch.Tensor | None:
+        """Unit normal ``shape`` noise of the posterior sample: image ``i`` from
+        ``generators[i]`` (None: torch's global RNG, as CoZ); None for ``latent=mean``."""
         if self.latent == "mean":
             return None
         if generators is None:
             return torch.randn(shape, device=device)
         return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
 
-    def _latent_shape(self, lr: torch.Tensor) -> tuple[int, ...]:
+    def _latent_shape(self, hr_size: tuple[int, int], batch: int) -> tuple[int, ...]:
         c = self.vae.config.latent_channels
-        h, w = lr.shape[-2] * self.scale, lr.shape[-1] * self.scale
-        return (lr.shape[0], c, h // self.vae_factor, w // self.vae_factor)
+        return (batch, c, hr_size[0] // self.vae_factor, hr_size[1] // self.vae_factor)
 
     # -- the Backbone contract ---------------------------------------------------------------
-    @torch.no_grad()
-    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
-        """One step; any LR size (reflect-padded to the model's multiple, cropped back).
+    def _refine(
+        self, x: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """One step on the upsampled LR ``(B, 3, H, W)`` in [-1, 1] (what CoZ's
+        ``OSEDiff_SD3_TEST`` takes); the latent sample of every image is drawn from
+        ``generator`` (None: torch's global RNG)."""
+        gens = None if generator is None else [generator] * x.shape[0]
+        noise = self._latent_noise(self._latent_shape(x.shape[-2:], x.shape[0]), gens, x.device)
+        return self._one_step(x, prompts, noise)[0]
 
-        Returns:
-            ``(B, 3, h * scale, w * scale)`` in [0, 1]; deterministic (latent sample seeded).
-        """
-        h, w = lr.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        x = F.pad(lr.float(), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else lr
-        gens = [torch.Generator().manual_seed(self.seed) for _ in range(x.shape[0])]
-        noise = self._latent_noise(self._latent_shape(x), gens, x.device)
-        sr, _ = self.one_step(x, prompts, noise)
-        sr = sr[..., : h * self.scale, : w * self.scale]
-        return ((sr + 1) / 2).clamp(0, 1)
-
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-        vsd: VSDSettings | None = None,
+    def _training_outputs(
+        self, lr, hr, prompts, seeds, vsd: VSDSettings | None = None
     ) -> dict[str, torch.Tensor]:
-        """The OSEDiff training forward.
+        """The OSEDiff training forward (:meth:`Backbone.training_outputs`, sizes checked).
 
         Args:
             lr, hr, prompts, seeds: as :meth:`Backbone.training_outputs`.
@@ -466,15 +471,10 @@ class SD3LoRA(Backbone):
             x0-prediction at another noised ``sg(z0)``, grad into the regularizer only) and
             ``reg_target`` ``= sg(z0)``.
         """
-        if hr.shape[-2] % self.multiple or hr.shape[-1] % self.multiple:
-            raise ZoomSRError(
-                f"SD3 training crops must be multiples of {self.multiple} px, "
-                f"got {tuple(hr.shape[-2:])}"
-            )
         gens = None
         if seeds is not None:
             gens = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
-        noise = self._latent_noise(self._latent_shape(lr), gens, lr.device)
+        noise = self._latent_noise(self._latent_shape(hr.shape[-2:], hr.shape[0]), gens, lr.device)
         sr, z0 = self.one_step(lr, prompts, noise)
         out = {"sr": sr, "hr": hr.float() * 2 - 1, "latent": z0}
         if self.vsd:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 #: Bump when the tiny architecture changes: a new folder is written, old ones stay valid.
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 #: The value of ``backbone.pretrained`` that selects the tiny model.
 TINY_ID = "tiny"
 SEED = 0
@@ -102,7 +102,7 @@ def write_tiny_sd3(folder: str | Path) -> Path:
             caption_projection_dim=16,
             pooled_projection_dim=JOINT,
             out_channels=4,
-            pos_embed_max_size=64,
+            pos_embed_max_size=192,  # as SD3-medium: 192 patches = 3072 px at f=8
         )
         # SD3's shift and scaling factors, so the tiny model exercises both.
         vae = AutoencoderKL(

@@ -97,7 +97,7 @@ class _Whole(Backbone):
         super().__init__()
         self.scale, self._outer = outer.scale, [outer]  # a list: not a registered submodule
 
-    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+    def _upscale(self, lr: torch.Tensor, prompts, generator) -> torch.Tensor:
         return self._outer[0].upscale_whole(lr)
 
 
@@ -178,10 +178,12 @@ class Spandrel(Backbone):
         sr = torch.cat(outs).to(lr.dtype)
         return sr.mean(1, keepdim=True) if gray else sr
 
-    @torch.no_grad()
-    def upscale(self, lr: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
-        """``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h * scale, w * scale)`` in [0, 1]; prompts
-        are ignored. Tiled when ``tile_size`` is set and the input is larger."""
+    def _upscale(
+        self, lr: torch.Tensor, prompts: list[str] | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h * scale, w * scale)`` in [0, 1]
+        (:meth:`Backbone.upscale`); prompts are ignored. Tiled when ``tile_size`` is set and the
+        input is larger."""
         import spandrel
 
         internal = self.descriptor.tiling == spandrel.ModelTiling.INTERNAL

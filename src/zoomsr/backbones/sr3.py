@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from zoomsr.backbones.base import Backbone
+from zoomsr.backbones.base import Backbone, seeded
 from zoomsr.errors import ZoomSRError
 
 #: WaveGrad (Chen et al. 2021), whose noise-level conditioning SR3 adopts, multiplies the level
@@ -579,6 +579,9 @@ class SR3(Backbone):
 
     is_learned = True
 
+    refines_upsampled = True  # the U-Net denoises conditioned on the bicubic-upsampled LR
+    size_error = SR3ValueError
+
     def __init__(
         self,
         scale: int = 4,
@@ -621,9 +624,7 @@ class SR3(Backbone):
         self.diffusion = GaussianDiffusion(n_timestep, linear_start, linear_end)
         self.sample_steps = sample_steps
         self.diffusion.timesteps(sample_steps)  # validates sample_steps now, not at inference
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             self.unet = SR3UNet(
                 inner_channel=inner_channel,
                 channel_mults=channel_mults,
@@ -635,24 +636,18 @@ class SR3(Backbone):
                 gradient_checkpointing=gradient_checkpointing,
                 **UNET_VARIANTS[variant],
             )
-        self.multiple = 2 ** (len(self.unet.channel_mults) - 1)
-        # LR sides that make the HR side a multiple of `multiple` (callers pad the LR to it).
+        # HR sides: multiples of 2 ** (len(channel_mults) - 1); LR sides that make them so
+        # (Backbone.upscale pads the LR to it).
+        self.multiple = self.hr_multiple = 2 ** (len(self.unet.channel_mults) - 1)
         self.size_multiple = self.multiple // math.gcd(self.multiple, scale)
 
-    def _check_hr_size(self, height: int, width: int) -> None:
-        if height % self.multiple or width % self.multiple:
-            raise SR3ValueError(
-                f"SR3 needs the HR size (LR size x scale {self.scale}) divisible by "
-                f"{self.multiple} = 2 ** (len(channel_mults) - 1); got {height}x{width}. "
-                "Crop or pad the input."
-            )
-
-    def _condition(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Bicubic upsampling of the LR ``(B, 3, h, w)`` in [0, 1] to ``size``, in [-1, 1]."""
+    def upsample(self, lr: torch.Tensor) -> torch.Tensor:
+        """The conditioning image in [0, 1]: torch's bicubic x ``scale`` (default), or with
+        ``condition="pil_bicubic_8bit"`` the LR rounded to 8 bits and resized by PIL's bicubic."""
         if self.condition == "pil_bicubic_8bit":
-            return pil_bicubic_8bit(lr, size) * 2.0 - 1.0
-        up = F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
-        return up.clamp(0.0, 1.0) * 2.0 - 1.0
+            size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+            return pil_bicubic_8bit(lr, size)
+        return super().upsample(lr)
 
     def _target(self, hr: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """What is diffused, ``(B, 3, H, W)``: the HR in [-1, 1], or with ``residual`` the scaled
@@ -660,19 +655,11 @@ class SR3(Backbone):
         y0 = hr * 2.0 - 1.0
         return (y0 - cond) * self.residual_scale if self.residual else y0
 
-    def _image(self, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`_target`: a sample ``(B, 3, H, W)`` -> the SR image in [0, 1]."""
-        if self.residual:
-            y = cond + y / self.residual_scale
-        return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
+    def _from_target(self, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_target`: a sample ``(B, 3, H, W)`` -> the SR image in [-1, 1]."""
+        return cond + y / self.residual_scale if self.residual else y
 
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def _training_outputs(self, lr, hr, prompts, seeds) -> dict[str, torch.Tensor]:
         """Noise the HR at a random continuous level and predict the noise (SR3 Alg. 1).
 
         Args:
@@ -685,13 +672,8 @@ class SR3(Backbone):
         Returns:
             ``{"eps_pred", "eps"}``, both ``(B, 3, H, W)``; SR3 Eq. 6 is the L1 between them.
         """
-        b, _, height, width = hr.shape
-        if (height, width) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
-            raise SR3ValueError(
-                f"HR {tuple(hr.shape[-2:])} is not LR {tuple(lr.shape[-2:])} x {self.scale}"
-            )
-        self._check_hr_size(height, width)
-        cond = self._condition(lr, (height, width))
+        b = hr.shape[0]
+        cond = self.to_model_range(self.upsample(lr))
         if seeds is None:
             gamma, _ = self.diffusion.sample_noise_level(b, hr.device)
             eps = torch.randn_like(hr)
@@ -730,33 +712,19 @@ class SR3(Backbone):
         gamma = torch.cat(gammas).to(hr.device)
         return gamma, torch.stack(noises).to(device=hr.device, dtype=hr.dtype)
 
-    @torch.no_grad()
-    def upscale(
+    def _refine(
         self,
-        lr: torch.Tensor,
-        prompts: list[str] | None = None,
-        generator: torch.Generator | None = None,
+        cond: torch.Tensor,
+        prompts: list[str] | None,
+        generator: torch.Generator | None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Super-resolve by ``sample_steps`` denoising steps of the configured sampler.
-
-        Args:
-            lr: ``(B, 3, h, w)`` in [0, 1]; ``h * scale`` and ``w * scale`` divisible by
-                ``2 ** (len(channel_mults) - 1)``, else :class:`SR3ValueError` (a ValueError).
-            prompts: ignored (SR3 takes no text).
-            generator: source of all sampling noise (any device); falls back to ``seed``, then
-                to the global RNG. The same generator state gives the same output.
-            progress: show a tqdm bar over the steps.
-
-        Returns:
-            ``(B, 3, h * scale, w * scale)`` in [0, 1].
-        """
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        self._check_hr_size(*size)
-        if generator is None and self.seed is not None:
-            generator = torch.Generator().manual_seed(self.seed)
-        cond = self._condition(lr, size)
-        return self._image(self.sample(cond, generator=generator, progress=progress), cond)
+        """``sample_steps`` denoising steps of the configured sampler conditioned on the
+        upsampled LR ``cond`` in [-1, 1] (:meth:`Backbone.upscale`: any LR size; prompts are
+        ignored; ``generator`` drives all sampling noise, else ``seed``, else the global RNG;
+        ``upscale(lr, progress=True)`` shows a tqdm bar over the steps)."""
+        y = self.sample(cond, generator=generator, progress=progress)
+        return self._from_target(y, cond)
 
     @torch.no_grad()
     def sample(
@@ -777,16 +745,12 @@ class SR3(Backbone):
         Returns:
             ``(B, 3, H, W)`` in [-1, 1]: the HR image, or with ``residual`` the scaled residual.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with self.inference():
             x = _randn(cond.shape, generator, cond) if x_t is None else x_t.to(cond)
             pairs = self.diffusion.timesteps(self.sample_steps)
             for t, s in tqdm(pairs, desc=f"SR3 {self.sampler}", disable=not progress):
                 x = self._denoise_step(cond, x, t, s, generator)
             return x.clamp(-1.0, 1.0)
-        finally:
-            self.train(was_training)
 
     def _denoise_step(
         self, cond: torch.Tensor, x: torch.Tensor, t: int, s: int, generator: torch.Generator | None

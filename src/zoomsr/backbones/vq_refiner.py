@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoomsr.backbones.base import Backbone
+from zoomsr.backbones.base import Backbone, seeded
 from zoomsr.backbones.var_vqvae import var_tokenizer
 from zoomsr.backbones.vq import (
     VQGAN,
@@ -235,6 +235,9 @@ class VQRefiner(Backbone):
 
     is_learned = True
 
+    refines_upsampled = True  # the LQ encoder reads the bicubic-upsampled LR
+    size_error = VQRefinerValueError
+
     def __init__(
         self,
         scale: int = 4,
@@ -287,9 +290,7 @@ class VQRefiner(Backbone):
         self.token_temperature, self.mask_sampling = token_temperature, mask_sampling
         self.corrupt_prob, self.codebook_size = corrupt_prob, codebook_size
         n_scales = len(patch_nums) if quantizer == "msrq" or tokenizer == "var" else 1
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             self.vqgan = VQGAN(
                 channels, blocks, groups, embed_dim, codebook_size, beta, quantizer,
                 patch_nums, phi, upsample,
@@ -306,7 +307,7 @@ class VQRefiner(Backbone):
                 self.evaluator = TokenTransformer(
                     codebook_size, dim, eval_depth or depth, heads, 1, n_scales, window
                 )
-        self.factor = self.vqgan.factor
+        self.factor = self.hr_multiple = self.vqgan.factor
         self.size_multiple = self.factor // math.gcd(self.factor, scale)
         if stage == "iter":
             if vqgan_ckpt is not None:
@@ -335,28 +336,8 @@ class VQRefiner(Backbone):
         return self
 
     # -- shapes ---------------------------------------------------------------------------------
-    def _check_hr_size(self, height: int, width: int) -> None:
-        if height % self.factor or width % self.factor:
-            raise VQRefinerValueError(
-                f"vq_refiner needs the HR size (LR size x scale {self.scale}) divisible by the "
-                f"VQGAN downsampling {self.factor}; got {height}x{width}. Crop or pad the input."
-            )
-
-    def _bicubic(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR in [0, 1] -> bicubic x ``scale`` in [-1, 1]."""
-        size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        self._check_hr_size(*size)
-        up = F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False)
-        return up.clamp(0.0, 1.0) * 2.0 - 1.0
-
     # -- training -------------------------------------------------------------------------------
-    def training_outputs(
-        self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
-        prompts: list[str] | None = None,
-        seeds: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def _training_outputs(self, lr, hr, prompts, seeds) -> dict[str, torch.Tensor]:
         """Named tensors for the stage's loss terms.
 
         Stage ``vqgan``: ``recon`` and ``hr`` (``(B, 3, H, W)`` in [-1, 1]) and ``vq_loss``.
@@ -373,11 +354,6 @@ class VQRefiner(Backbone):
 
         ``seeds`` ``(B,)``: every random draw of a sample from its own generator.
         """
-        if (hr.shape[-2], hr.shape[-1]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
-            raise VQRefinerValueError(
-                f"HR {tuple(hr.shape[-2:])} is not LR {tuple(lr.shape[-2:])} x {self.scale}"
-            )
-        self._check_hr_size(*hr.shape[-2:])
         y = hr.float() * 2.0 - 1.0
         if self.stage == "vqgan":
             recon, _, vq_loss = self.vqgan(y)
@@ -385,7 +361,7 @@ class VQRefiner(Backbone):
         shapes = self.vqgan.token_shapes(*hr.shape[-2:])
         with torch.no_grad():
             target = flatten_tokens(self.vqgan.encode_tokens(y))
-        lq_logits = self.lq_encoder(self._bicubic(lr), shapes)
+        lq_logits = self.lq_encoder(self.to_model_range(self.upsample(lr)), shapes)
         init = lq_logits.argmax(-1).detach()
         masked, corrupt = self._training_masks(target.shape, seeds, target.device)
         visible = torch.where(corrupt, init, target)
@@ -423,34 +399,24 @@ class VQRefiner(Backbone):
         fn = cosine_schedule if self.schedule == "cosine" else linear_schedule
         return float(fn(r))
 
-    @torch.no_grad()
-    def upscale(
+    def _refine(
         self,
-        lr: torch.Tensor,
-        prompts: list[str] | None = None,
-        generator: torch.Generator | None = None,
+        x: torch.Tensor,
+        prompts: list[str] | None,
+        generator: torch.Generator | None,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Super-resolve ``lr`` ``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h*scale, w*scale)``.
-
-        Stage ``iter``: :meth:`refine` the LQ encoder's tokens in ``steps`` (default ``T``)
-        rounds and decode. Stage ``vqgan``: the VQGAN's reconstruction of the bicubic image.
-        ``generator`` (else one seeded by ``seed``) drives any sampling; the default
-        (argmax tokens, top-k masks) is deterministic.
+        """The bicubic-upsampled LR ``x`` in [-1, 1] -> the decoded tokens in [-1, 1]
+        (:meth:`Backbone.upscale`). Stage ``iter``: :meth:`refine` the LQ encoder's tokens in
+        ``steps`` (default ``T``; ``upscale(lr, steps=k)``) rounds and decode. Stage ``vqgan``:
+        the VQGAN's reconstruction of the bicubic image. ``generator`` (else one seeded by
+        ``seed``) drives any sampling; the default (argmax tokens, top-k masks) is deterministic.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            x = self._bicubic(lr)
-            if self.stage == "vqgan":
-                out = self.vqgan(x)[0]
-            else:
-                shapes = self.vqgan.token_shapes(*x.shape[-2:])
-                tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, steps)[-1]
-                out = self.vqgan.decode_tokens(unflatten_tokens(tokens, shapes))
-            return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-        finally:
-            self.train(was_training)
+        if self.stage == "vqgan":
+            return self.vqgan(x)[0]
+        shapes = self.vqgan.token_shapes(*x.shape[-2:])
+        tokens = self.refine(self.lq_encoder(x, shapes), shapes, generator, steps)[-1]
+        return self.vqgan.decode_tokens(unflatten_tokens(tokens, shapes))
 
     @torch.no_grad()
     def refine(

@@ -1,17 +1,20 @@
 """(wide view, zoomed view) pairs from zoom chains over an HR folder: what the prompt VLM sees
 at every step of a ``recursive_multiscale`` chain, for its preference alignment (GRPO).
 
-Each HR image goes through :class:`~zoomsr.zoom.chain.ZoomChain` (the engine ``infer.py`` runs)
-with a backbone (default MATLAB bicubic, no weights); a recording prompt function keeps the
-two views the chain shows the prompt source at each step. The pairs of an image are cached on
+Each HR image goes through :class:`~zoomsr.zoom.chain.ChainEngine` (the engine ``infer.py``
+runs) with a backbone (default MATLAB bicubic, no weights); a recording prompt function keeps
+the two views the chain shows the prompt source at each step (CoZ's: the previous output and
+the zoomed crop upsampled to ``P x P``). The pairs of an image are cached on
 disk under a key of its pixels, the chain's settings and the backbone (its class, scale and
 trainable weights), as prompts are: a rerun never runs the chain again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,7 +25,11 @@ from zoomsr.backbones.base import Backbone
 from zoomsr.backbones.interp import Bicubic
 from zoomsr.data.io import list_images, load_image, to_uint8
 from zoomsr.errors import ZoomSRError
-from zoomsr.zoom.chain import ZoomChain
+from zoomsr.zoom.chain import ChainEngine
+
+#: the ``zoom`` config: ``ChainEngine`` with its settings, ``_partial_: true`` (the backbone and
+#: the recording prompt function are given here)
+ChainFactory = Callable[..., ChainEngine]
 
 
 class ViewRecorder:
@@ -31,16 +38,17 @@ class ViewRecorder:
     def __init__(self) -> None:
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def __call__(self, views: list[torch.Tensor], step: int) -> list[str]:
+    def __call__(self, views: list[torch.Tensor], step: int, names=None) -> list[str]:
         self.pairs.append((views[0][0].detach().cpu(), views[1][0].detach().cpu()))
         return [""] * views[0].shape[0]
 
 
-def chain_key(image: torch.Tensor, chain: ZoomChain, backbone: Backbone) -> str:
+def chain_key(image: torch.Tensor, chain: ChainEngine, backbone: Backbone) -> str:
     """Content key of an image's view pairs: pixels, chain settings and backbone."""
     h = hashlib.sha256()
     h.update(to_uint8(image).numpy().tobytes())
-    h.update(json.dumps(vars(chain), sort_keys=True, default=str).encode())
+    settings = {**chain.settings(), "target": chain.target, "resize": chain.resize}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(f"{type(backbone).__name__}:{backbone.scale}".encode())
     for name, value in sorted(backbone.trainable_state_dict().items()):
         h.update(name.encode() + value.detach().float().cpu().numpy().tobytes())
@@ -48,34 +56,39 @@ def chain_key(image: torch.Tensor, chain: ZoomChain, backbone: Backbone) -> str:
 
 
 def chain_views(
-    image: torch.Tensor, chain: ZoomChain, backbone: Backbone
+    image: torch.Tensor, chain: ChainEngine, recorder: ViewRecorder
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The ``steps`` (wide ``(3, P, P)``, zoom ``(3, P/u, P/u)``) pairs, 8-bit quantized."""
-    recorder = ViewRecorder()
+    """The ``steps`` (wide ``(3, P, P)``, zoom ``(3, P, P)``) pairs, 8-bit quantized; ``chain``
+    asks ``recorder`` for its prompts."""
+    recorder.pairs.clear()
     with torch.no_grad():
-        for _ in chain.iter_steps(image, backbone, recorder):
+        for _ in chain.iter_steps(image, "views"):
             pass
     return [(to_uint8(w).float() / 255, to_uint8(z).float() / 255) for w, z in recorder.pairs]
 
 
 class ZoomViewPairs(Dataset):
     """Every (wide, zoom) pair of every image of ``hr_dir``; items are dicts with ``wide``
-    ``(3, P, P)``, ``zoom`` ``(3, P/u, P/u)`` in [0, 1], ``name`` ``"<stem>/step<k>"``."""
+    ``(3, P, P)``, ``zoom`` ``(3, P, P)`` in [0, 1], ``name`` ``"<stem>/step<k>"``."""
 
     def __init__(
         self,
         hr_dir: str,
-        chain: ZoomChain,
+        chain: ChainFactory,
         backbone: Backbone | None = None,
         cache_dir: str | None = None,
         max_images: int | None = None,
     ) -> None:
-        if chain.rec_type != "recursive_multiscale":
+        settings = chain.keywords if isinstance(chain, functools.partial) else {}
+        rec_type = settings.get("rec_type", "recursive_multiscale")
+        if rec_type != "recursive_multiscale":
             raise ZoomSRError(
                 "GRPO views need data.zoom.rec_type=recursive_multiscale (the wide and the "
-                f"zoomed view), got {chain.rec_type}"
+                f"zoomed view), got {rec_type}"
             )
-        backbone = backbone or Bicubic(chain.upscale or 4)
+        backbone = backbone or Bicubic(settings.get("upscale") or 4)
+        recorder = ViewRecorder()
+        chain = chain(backbone=backbone, prompt_source=recorder)
         files = list_images(hr_dir, "GRPO HR folder (data.hr_dir)")[:max_images]
         cache = Path(cache_dir).expanduser() if cache_dir else None
         self.items: list[dict] = []
@@ -84,7 +97,7 @@ class ZoomViewPairs(Dataset):
             image = load_image(path)
             pairs = self._cached(cache, chain_key(image, chain, backbone)) if cache else None
             if pairs is None:
-                pairs = chain_views(image, chain, backbone)
+                pairs = chain_views(image, chain, recorder)
                 self.computed += 1
                 if cache:
                     self._store(cache, chain_key(image, chain, backbone), pairs)
@@ -109,7 +122,8 @@ class ZoomViewPairs(Dataset):
         cache.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for k, (wide, zoom) in enumerate(pairs):
-            tensors[f"wide{k}"], tensors[f"zoom{k}"] = to_uint8(wide), to_uint8(zoom)
+            tensors[f"wide{k}"] = to_uint8(wide).contiguous()
+            tensors[f"zoom{k}"] = to_uint8(zoom).contiguous()
         tmp = cache / f"{key}.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(cache / f"{key}.safetensors")  # atomic: a killed run leaves no half file
@@ -126,8 +140,9 @@ class ZoomViewsDataModule(pl.LightningDataModule):
 
     Args:
         hr_dir: the HR images.
-        zoom: the chain (``rec_type=recursive_multiscale``; its ``steps``, ``process_size``,
-            ``upscale`` set the views).
+        zoom: the chain engine's factory (``ChainEngine`` with ``_partial_: true``,
+            ``rec_type=recursive_multiscale``; its ``steps``, ``process_size``, ``upscale`` set
+            the views).
         backbone: the SR step of the chain (default None: MATLAB bicubic).
         cache_dir: where view pairs are cached (None: not cached).
         batch_size: pairs per training step (each gets a group of sampled prompts).
@@ -139,7 +154,7 @@ class ZoomViewsDataModule(pl.LightningDataModule):
     def __init__(
         self,
         hr_dir: str,
-        zoom: ZoomChain,
+        zoom: ChainFactory,
         backbone: Backbone | None = None,
         cache_dir: str | None = None,
         batch_size: int = 2,

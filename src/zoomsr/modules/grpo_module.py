@@ -29,6 +29,7 @@ from torch import nn
 
 from zoomsr.losses.grpo import group_advantages, grpo_loss
 from zoomsr.prompts.base import MULTI_VIEW_INSTRUCTION, to_pil
+from zoomsr.prompts.hub import resolve_pretrained
 from zoomsr.prompts.rewards import Reward
 from zoomsr.prompts.tiny import resolve_vlm
 from zoomsr.prompts.vlm import VLMPrompt, messages
@@ -105,7 +106,7 @@ class GRPOModule(pl.LightningModule):
         if group_size < 2:
             raise ValueError(f"group_size must be >= 2 (advantages are relative), got {group_size}")
         self.automatic_optimization = False  # several updates per sampled batch
-        policy = resolve_vlm(policy)
+        policy = str(resolve_pretrained(resolve_vlm(policy), "policy VLM", "grpo.module.policy"))
         source = VLMPrompt(model=policy, dtype=dtype, max_pixels=max_pixels, cache=None)
         base = source.load_model()
         self.processor, self.instruction = source.processor, instruction

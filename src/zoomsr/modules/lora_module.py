@@ -3,6 +3,7 @@ and optimizer group, VSD diagnostics, and a diffusers-readable LoRA export at th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -184,13 +185,7 @@ class LoRAModule(SRModule):
             extra = {} if self.discriminator_lr is None else {"lr": self.discriminator_lr}
             params = list(self.discriminator.parameters())
             groups.append({"params": params, "name": "discriminator", **extra})
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
-        }
+        return self.with_scheduler(self.optimizer_factory(groups))
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
@@ -214,21 +209,16 @@ class LoRAModule(SRModule):
             }
 
     def on_train_end(self) -> None:
-        export = getattr(self.backbone, "export_lora", None)
-        if export is None or not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
             return
         folder = Path(self.trainer.default_root_dir) / "lora"
-        if self.ema is not None:
-            with self.ema.applied():
-                export(folder)
-        else:
-            export(folder)
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+            self.backbone.export_lora(folder)
 
 
 #: Terms whose gradient reaches no generator weight (their own adapters / networks only).
 NOT_GENERATOR = ("regularizer", "discriminator")
 
 
-def _regularizer_params(backbone: nn.Module) -> list[nn.Parameter]:
-    get = getattr(backbone, "regularizer_parameters", None)
-    return list(get()) if get is not None else []
+def _regularizer_params(backbone: Backbone) -> list[nn.Parameter]:
+    return list(backbone.regularizer_parameters())

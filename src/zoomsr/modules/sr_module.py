@@ -107,7 +107,10 @@ class SRModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.backbone.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        return self.with_scheduler(self.optimizer_factory(params))
+
+    def with_scheduler(self, optimizer: torch.optim.Optimizer):
+        """``optimizer``, or Lightning's dict with the configured scheduler stepped every step."""
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

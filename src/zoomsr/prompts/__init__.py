@@ -9,11 +9,10 @@ content (:mod:`zoomsr.prompts.cache`). Config group: ``conf/prompt/``.
 
 from __future__ import annotations
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from zoomsr.errors import ZoomSRError
+from zoomsr.instantiate import instantiate_user
 from zoomsr.prompts.base import (
     MULTI_VIEW_INSTRUCTION,
     SINGLE_VIEW_INSTRUCTION,
@@ -37,12 +36,7 @@ def build_prompt_source(node: DictConfig | None) -> PromptSource | None:
     """The ``prompt`` group's source (None when unset); its :class:`ZoomSRError` unwrapped."""
     if node is None:
         return None
-    try:
-        source = instantiate(node)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ZoomSRError):
-            raise err.__cause__ from None
-        raise
+    source = instantiate_user(node)
     if not isinstance(source, PromptSource):
         raise ZoomSRError(f"prompt._target_ must be a zoomsr PromptSource, got {type(source)}.")
     return source

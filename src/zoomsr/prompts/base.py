@@ -2,7 +2,7 @@
 
 A source is an ``nn.Module`` so the zoom chain's memory modes can move it (and the model inside)
 on and off the accelerator like a backbone (``zoomsr.zoom.memory.ModelPlacer``). Calling it
-matches the chain's ``PromptFn``: ``source(views, step) -> list[str]``, where ``views`` are
+matches the engine's ``PromptFn``: ``source(views, step, names) -> list[str]``, where ``views`` are
 ``(B, 3, h, w)`` tensors in [0, 1], widest first: one view (``recursive``: the zoomed input) or
 two (``recursive_multiscale``: the previous, wider output and the zoomed view; CoZ Sec. 3.2).
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -134,7 +133,6 @@ class PromptSource(nn.Module):
         # An empty buffer that follows .to(): a lazily loaded model goes where the source is.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.model_calls = 0  # images the model described (cache misses)
-        self._names: list[str] | None = None
         self._net: nn.Module | None = None
 
     @property
@@ -164,16 +162,6 @@ class PromptSource(nn.Module):
         """The generated text of each image (no user text), ``views`` as in :meth:`forward`."""
         return [""] * views[0].shape[0]
 
-    @contextmanager
-    def image_names(self, names: Sequence[str] | None) -> Iterator[None]:
-        """Within the block, calls without ``names`` use these (for the per-image user file:
-        the zoom chain calls ``source(views, step)`` without names)."""
-        previous, self._names = self._names, None if names is None else list(names)
-        try:
-            yield
-        finally:
-            self._names = previous
-
     def forward(
         self, views: list[torch.Tensor], step: int = 0, names: Sequence[str] | None = None
     ) -> list[str]:
@@ -182,14 +170,14 @@ class PromptSource(nn.Module):
         Args:
             views: 1 or 2 tensors ``(B, 3, h, w)`` in [0, 1], widest first.
             step: the zoom step (1-based in a chain; 0 outside one).
-            names: image names for the per-image user file (default: :meth:`image_names`).
+            names: the images' names, for the per-image user file (None: ``user_text``).
 
         Returns:
             ``B`` strings.
         """
         n = check_views(views)
         generated = self._generated(views, step) if self.uses_model else self.describe(views, step)
-        user = self.user.for_names(names if names is not None else self._names, n)
+        user = self.user.for_names(names, n)
         return [combine_prompt(g, u) for g, u in zip(generated, user)]
 
     def _generated(self, views: list[torch.Tensor], step: int) -> list[str]:

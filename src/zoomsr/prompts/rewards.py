@@ -45,6 +45,7 @@ EXCLUDED_PHRASES = (
     "zoomed in",
     "zoom in",
 )
+CRITIC_KEY = "grpo.module.rewards.critic.model"
 #: The critic's question. ``{text}`` is the prompt being judged.
 CRITIC_INSTRUCTION = (
     "The second image is a zoom-in of the first image. A super-resolution model will draw the "
@@ -183,11 +184,13 @@ class CriticReward(Reward):
             raise ZoomSRError(f"critic backend must be local|remote, got {backend!r}")
         self.backend, self.instruction = backend, instruction
         if backend == "local":
+            from zoomsr.prompts.hub import resolve_pretrained
             from zoomsr.prompts.tiny import resolve_vlm
             from zoomsr.prompts.vlm import VLMPrompt
 
-            # The prompt source's loading path (folder / HF cache check, clear errors).
-            self.loader = VLMPrompt(model=resolve_vlm(model), dtype=dtype, max_pixels=max_pixels)
+            # The prompt source's loading path, the error naming this key.
+            path = resolve_pretrained(resolve_vlm(model), "critic VLM", CRITIC_KEY)
+            self.loader = VLMPrompt(model=str(path), dtype=dtype, max_pixels=max_pixels)
             self.client = None
         else:
             from zoomsr.prompts.remote_vlm import RemoteVLMPrompt

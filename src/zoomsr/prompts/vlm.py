@@ -4,17 +4,22 @@ Qwen2.5-VL-3B-Instruct by default, through transformers' image-text-to-text auto
 chat VLM whose processor has a chat template loads the same way). The messages are CoZ's
 (``inference_coz.py``): the instruction as the system message and the images, in order, as the
 user message; one image with "What is in this image? ...", two with "The second image is a
-zoom-in of the first image. ...". Greedy decoding, 32 new tokens by default. CoZ's
+zoom-in of the first image. ...". Each view is resized as CoZ's ``process_vision_info`` resizes
+it (:func:`qwen_view`: sides rounded to multiples of 28, PIL bicubic), then generation as CoZ's
+``generate(**inputs, max_new_tokens=128)``: the model's own generation config (Qwen2.5-VL's is
+top-k 1, i.e. greedy, with its repetition penalty) and 128 new tokens by default. CoZ's
 preference-aligned (GRPO) VLM ships as a peft LoRA adapter: ``adapter=<folder>`` loads it onto
 the VLM and merges it.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
 import torch
+from PIL import Image
 from torch import nn
 
 from zoomsr.errors import ZoomSRError
@@ -51,6 +56,31 @@ def fingerprint(folder: Path | None) -> list | None:
     return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in folder.iterdir())
 
 
+#: qwen_vl_utils' constants: a side is a multiple of 28 px (14 px patches, merged 2 x 2)
+IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS = 28, 4 * 28 * 28, 16384 * 28 * 28
+
+
+def qwen_size(height: int, width: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """The ``(h, w)`` qwen_vl_utils' ``smart_resize`` gives: each side rounded to the nearest
+    multiple of 28 (at least 28), scaled down (sides floored) above ``max_pixels`` or up (sides
+    ceiled) below ``MIN_PIXELS``. A 512 px view becomes 504 px: 18 x 18 = 324 vision tokens."""
+    f, top = IMAGE_FACTOR, max_pixels or MAX_PIXELS
+    h, w = max(f, round(height / f) * f), max(f, round(width / f) * f)
+    if h * w > top:
+        beta = math.sqrt(height * width / top)
+        h, w = math.floor(height / beta / f) * f, math.floor(width / beta / f) * f
+    elif h * w < MIN_PIXELS:
+        beta = math.sqrt(MIN_PIXELS / (height * width))
+        h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+    return h, w
+
+
+def qwen_view(image: Image.Image, max_pixels: int | None = None) -> Image.Image:
+    """``image`` resized to :func:`qwen_size` with PIL bicubic, as CoZ's VLM input."""
+    h, w = qwen_size(image.height, image.width, max_pixels)
+    return image if (h, w) == (image.height, image.width) else image.resize((w, h), Image.BICUBIC)
+
+
 def messages(instruction: str, n_images: int) -> list[dict]:
     """CoZ's chat: the instruction as the system turn, the images as the user turn."""
     return [
@@ -68,9 +98,10 @@ class VLMPrompt(PromptSource):
             first view that is not cached.
         adapter: a peft LoRA adapter folder for the VLM (CoZ's GRPO-aligned one), or None.
         merge_adapter: merge the adapter into the weights after loading (as CoZ does).
-        max_new_tokens: generation length (CoZ: 32).
-        do_sample: sample instead of greedy decoding (default False: greedy).
-        temperature: sampling temperature when ``do_sample``.
+        max_new_tokens: generation length (default 128, CoZ's script).
+        do_sample: None (default): the model's generation config decides, as in CoZ's script
+            (Qwen2.5-VL: top-k 1, greedy in effect); False: greedy; True: sample.
+        temperature: sampling temperature when ``do_sample`` is True.
         dtype: weights' dtype: ``auto`` (as stored) | ``float32`` | ``bfloat16`` | ``float16``.
         max_pixels: cap on pixels per image in the processor (fewer vision tokens); None: the
             processor's default.
@@ -89,8 +120,8 @@ class VLMPrompt(PromptSource):
         model: str = "Qwen/Qwen2.5-VL-3B-Instruct",
         adapter: str | None = None,
         merge_adapter: bool = True,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
+        max_new_tokens: int = 128,
+        do_sample: bool | None = None,
         temperature: float = 1.0,
         dtype: DType = "auto",
         max_pixels: int | None = None,
@@ -119,6 +150,7 @@ class VLMPrompt(PromptSource):
             "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample,
             "temperature": self.temperature if self.do_sample else None,
+            "vision_resize": "qwen_vl_utils",  # views resized as CoZ's (qwen_view)
             "dtype": self.dtype,
             "max_pixels": self.max_pixels,
             "instructions": self.instructions,
@@ -158,15 +190,17 @@ class VLMPrompt(PromptSource):
             tokenize=False,
             add_generation_prompt=True,
         )
-        sampling = {"temperature": self.temperature} if self.do_sample else {}
+        sampling = {} if self.do_sample is None else {"do_sample": self.do_sample}
+        if self.do_sample:
+            sampling["temperature"] = self.temperature
         texts = []
         for i in range(views[0].shape[0]):
-            images = [to_pil(v[i]) for v in views]
+            images = [qwen_view(to_pil(v[i]), self.max_pixels) for v in views]
             inputs = self.processor(text=[chat], images=images, return_tensors="pt")
             inputs = inputs.to(self.device)
-            out = net.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, **sampling
-            )
+            out = net.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
             new_tokens = out[:, inputs["input_ids"].shape[1] :]
-            texts.append(self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0])
+            texts.append(self.processor.batch_decode(
+                new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )[0])  # fmt: skip
         return texts

@@ -33,6 +33,7 @@ from zoomsr.tasks.common import (
     set_offline_defaults,
 )
 from zoomsr.tasks.protocols import Benchmark, EvalContext, set_metrics
+from zoomsr.zoom.engine import Engine, build_engine, needs_backbone
 
 log = logging.getLogger("zoomsr")
 
@@ -72,6 +73,22 @@ def backbone_factory(
         return net.to(device).eval()
 
     return baseline
+
+
+def engine_factory(
+    cfg: DictConfig, device: torch.device, trained: Backbone | None, scales: list[int]
+) -> Callable[..., Engine]:
+    """A function ``(scale, **overrides) -> engine``: the ``zoom`` group's engine on the
+    backbone of that step factor and the ``prompt`` source (built once)."""
+    make_backbone = backbone_factory(cfg, device, trained, scales)
+    prompt_source = build_prompt_source(cfg.get("prompt"))
+    model = needs_backbone(cfg.zoom)
+
+    def make(scale: int, **overrides) -> Engine:
+        backbone = make_backbone(scale) if model else None
+        return build_engine(cfg.zoom, backbone, prompt_source, device, **overrides)
+
+    return make
 
 
 def run(cfg: DictConfig) -> dict:
@@ -120,6 +137,8 @@ def _evaluate(cfg: DictConfig, device, suite: MetricSuite, protocol, out: Path) 
     summary = summarize(rows, suite.names)
     for scale, values in set_metrics(ctx, rows).items():
         summary[f"x{scale}"].update(values)
+    for entry in summary.values():  # the engine's colour fix of every output (zoom.align)
+        entry["align"] = str(cfg.zoom.get("align", "none"))
     columns = suite.names + suite.set_names
     result = json.loads(json.dumps(with_images(summary, rows, suite.names)))
     result["suite"] = suite.conventions(cfg.get("align"))  # how every number was computed
@@ -142,7 +161,7 @@ def _context(cfg: DictConfig, device, suite: MetricSuite, out: Path, shard) -> E
         trained = load_backbone(cfg.ckpt, device=device)
     scales = preflight.default_scales(cfg, trained, data)
     return EvalContext(
-        backbone_factory(cfg, device, trained, scales),
+        engine_factory(cfg, device, trained, scales),
         data,
         scales,
         suite,
@@ -150,7 +169,6 @@ def _context(cfg: DictConfig, device, suite: MetricSuite, out: Path, shard) -> E
         device,
         batch_size=int(cfg.get("batch_size", 8)),
         save_images=bool(cfg.get("save_images", False)),
-        prompt_fn=build_prompt_source(cfg.get("prompt")),
         shard=shard,
     )
 
@@ -169,7 +187,12 @@ def benchmark(
     Rows are appended to ``out/results.jsonl`` as they are computed; images already there are
     skipped, so an interrupted evaluation resumes. Returns the rows of ``scales``.
     """
-    return Benchmark().run(EvalContext(make_backbone, data, scales, suite, out, device))
+
+    def make_engine(scale: int, **overrides) -> Engine:
+        zoom = {"_target_": "zoomsr.zoom.full.FullImageEngine"}
+        return build_engine(zoom, make_backbone(scale), None, device, **overrides)
+
+    return Benchmark().run(EvalContext(make_engine, data, scales, suite, out, device))
 
 
 def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict], metrics: list):
@@ -180,7 +203,7 @@ def _log_to_loggers(cfg: DictConfig, out: Path, summary: dict, rows: list[dict],
         f"eval/{scale}/{m}": v
         for scale, entry in scale_entries(summary).items()
         for m, v in entry.items()
-        if m != "images" and v is not None
+        if isinstance(v, int | float)  # not the images, not a setting (align)
     }
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

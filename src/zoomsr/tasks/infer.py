@@ -17,11 +17,9 @@ import json
 import logging
 import os
 import shutil
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -33,10 +31,8 @@ from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks import preflight
 from zoomsr.tasks.common import output_dir, resolve_device, set_offline_defaults
-from zoomsr.zoom.chain import ZoomChain, ZoomResult
-from zoomsr.zoom.full import FullImage
+from zoomsr.zoom.engine import ChainEngine, Engine, ZoomResult, build_engine, needs_backbone
 from zoomsr.zoom.panels import overview, strip
-from zoomsr.zoom.tiling import upscale_padded
 
 log = logging.getLogger("zoomsr")
 
@@ -53,21 +49,6 @@ def load_inference_backbone(cfg: DictConfig, device: torch.device) -> Backbone:
             "a learned backbone needs its weights: pass ckpt=<run>/checkpoints/last.ckpt"
         )
     return backbone.to(device).eval()
-
-
-def build_zoom(cfg: DictConfig) -> ZoomChain | FullImage:
-    """The ``zoom`` group's engine; a bad value raises its :class:`ZoomSRError` unwrapped."""
-    try:
-        return instantiate(cfg.zoom)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ZoomSRError):
-            raise err.__cause__ from None
-        raise
-
-
-def upscale_image(backbone: Backbone, lr: torch.Tensor) -> torch.Tensor:
-    """``(3, h, w)`` in [0, 1] -> ``(3, h*s, w*s)``, padded to the backbone's ``size_multiple``."""
-    return upscale_padded(backbone, lr[None])[0]
 
 
 def input_files(path: str) -> list[Path]:
@@ -96,15 +77,15 @@ def write_chain(result: ZoomResult, folder: Path, meta: dict) -> None:
     (folder / "prompts.json").write_text(json.dumps({**meta, "steps": result.prompts}, indent=2))
 
 
-def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict) -> list[str]:
+def chain_image(engine: ChainEngine, image: torch.Tensor, target: Path, name: str) -> list[str]:
     """Run the chain on one image and write its folder atomically (temporary name, rename)."""
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        result = zoom.run(image, progress=True, **run_kw)
-        meta = {"rec_type": zoom.rec_type, "process_size": zoom.process_size}
-        write_chain(result, partial, meta)
+        steps = tqdm(engine.iter_steps(image, name), desc="zoom", leave=False,
+                     total=engine.steps + 1)  # fmt: skip
+        write_chain(ZoomResult(list(steps)), partial, engine.settings())
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -112,28 +93,24 @@ def chain_image(zoom: ZoomChain, image: torch.Tensor, target: Path, run_kw: dict
     return [str(target)]
 
 
-def _output_size(image: torch.Tensor, zoom: FullImage, backbone: Backbone | None):
-    """``(w, h)`` of the last output of whole-image SR of ``image`` ``(3, h, w)``."""
-    u = zoom.upscale or (backbone.scale if backbone is not None else 4)
-    m = u**zoom.steps
-    return image.shape[-1] * m, image.shape[-2] * m
-
-
-def full_image(zoom: FullImage, image: torch.Tensor, out: Path, stem: str, run_kw: dict):
+def full_image(engine: Engine, image: torch.Tensor, out: Path, stem: str, name: str) -> list[str]:
     """Whole-image SR: ``<stem>_x<u**k>.png`` for every step k."""
-    result = zoom.run(image, progress=zoom.steps > 1, **run_kw)
     return [
-        str(save_image(s.output, out / f"{stem}_x{s.magnification}.png")) for s in result.steps[1:]
+        str(save_image(s.output, out / f"{stem}_x{s.magnification}.png"))
+        for s in engine.iter_steps(image, name)
+        if s.index > 0
     ]
 
 
-def full_targets(zoom: FullImage, backbone: Backbone, out: Path, stem: str) -> list[Path]:
-    u = zoom.upscale or backbone.scale
-    return [out / f"{stem}_x{u**k}.png" for k in range(1, zoom.steps + 1)]
+def targets(engine: Engine, out: Path, stem: str) -> list[Path]:
+    """What one image's run writes (all present: done by an earlier run)."""
+    if isinstance(engine, ChainEngine):
+        return [out / stem]
+    return [out / f"{stem}_x{engine.upscale**k}.png" for k in range(1, engine.steps + 1)]
 
 
 def run(cfg: DictConfig) -> dict:
-    """Zoom into / upscale ``cfg.input`` (file or folder).
+    """Zoom into / upscale ``cfg.input`` (file or folder) with the ``zoom`` group's engine.
 
     Returns:
         ``{"outputs": [per-image folder (chain) or files (full)], "out_dir": …,
@@ -146,13 +123,12 @@ def run(cfg: DictConfig) -> dict:
     """
     set_offline_defaults()
     preflight.check_values(cfg, "infer")  # zoom.upscale/steps/process_size, scale (i11)
-    zoom = build_zoom(cfg)
     files = input_files(cfg.input)
     out = output_dir(cfg)
     with runfolder.open_run(  # lock + fingerprint of the job (i11)
         out, runfolder.infer_job(cfg), bool(cfg.get("overwrite")), has_outputs(out, cfg)
     ) as redo:
-        return _infer(cfg, zoom, files, out, redo)
+        return _infer(cfg, files, out, redo)
 
 
 def has_outputs(out: Path, cfg: DictConfig) -> bool:
@@ -161,42 +137,36 @@ def has_outputs(out: Path, cfg: DictConfig) -> bool:
     return any(p.name not in reserved for p in out.iterdir())
 
 
-def _infer(cfg: DictConfig, zoom, files: list[Path], out: Path, redo: bool) -> dict:
+def _infer(cfg: DictConfig, files: list[Path], out: Path, redo: bool) -> dict:
     device = resolve_device(cfg.device)
-    backbone = load_inference_backbone(cfg, device) if zoom.needs_model else None
-    prompt_source = build_prompt_source(cfg.get("prompt")) if zoom.needs_model else None
-    run_kw = {"backbone": backbone, "prompt_fn": prompt_source, "device": device}
+    model = needs_backbone(cfg.zoom)
+    backbone = load_inference_backbone(cfg, device) if model else None
+    prompt_source = build_prompt_source(cfg.get("prompt")) if model else None
+    engine = build_engine(cfg.zoom, backbone, prompt_source, device)
     outputs, skipped, failed = [], [], []
     # Output names: unique even for x.png + x.jpg, never Hydra's or zoomsr's own (i11).
     stems = runfolder.unique_names(files, runfolder.reserved_names(str(cfg.task_name)))
     for path, stem in tqdm(list(zip(files, stems)), desc="images", unit="img"):
-        if isinstance(zoom, FullImage):
-            targets = full_targets(zoom, backbone, out, stem)
-        else:
-            targets = [out / stem]
-        if not redo and all(runfolder.output_ok(t) for t in targets):  # done by an earlier run
-            outputs += [str(t) for t in targets]
+        done = targets(engine, out, stem)
+        if not redo and all(runfolder.output_ok(t) for t in done):  # done by an earlier run
+            outputs += [str(t) for t in done]
             continue
         try:
             image = load_image(path)
-            if isinstance(zoom, FullImage):
-                check_size(path, _output_size(image, zoom, backbone), "output of")
+            if not isinstance(engine, ChainEngine):
+                m = engine.upscale**engine.steps
+                check_size(path, (image.shape[-1] * m, image.shape[-2] * m), "output of")
         except ZoomSRError as err:
             if len(files) == 1 and not Path(cfg.input).expanduser().is_dir():
                 raise  # the one input given: an error, not a skip
             log.warning("skipping %s", err)
             skipped.append(str(path))
             continue
-        # The per-image user prompt file is looked up by the input's stem.
-        names = (
-            prompt_source.image_names([path.stem]) if prompt_source is not None else nullcontext()
-        )
-        try:
-            with names:
-                if isinstance(zoom, FullImage):
-                    outputs += full_image(zoom, image, out, stem, run_kw)
-                else:
-                    outputs += chain_image(zoom, image, out / stem, run_kw)
+        try:  # the per-image user prompt file is looked up by the input's stem
+            if isinstance(engine, ChainEngine):
+                outputs += chain_image(engine, image, out / stem, path.stem)
+            else:
+                outputs += full_image(engine, image, out, stem, path.stem)
         except ZoomSRError as err:
             log.error("%s: %s", path.name, err)
             failed.append(f"{path.name}: {err}")

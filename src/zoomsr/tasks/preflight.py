@@ -10,6 +10,7 @@ import math
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
 
 
@@ -18,7 +19,7 @@ def check(cfg: DictConfig) -> None:
 
     - Every mandatory value (``???``) is set: OmegaConf raises ``MissingMandatoryValue``, which
       :func:`zoomsr.errors.exit_on_user_error` reports as ``config value 'x' is required``.
-    - The backbone's weights are where its config says: a backbone class may define
+    - The backbone's weights are where its config says: every backbone has
       ``check_weights(config)`` (a classmethod that raises ZoomSRError naming what is missing).
     """
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -26,7 +27,7 @@ def check(cfg: DictConfig) -> None:
     target = OmegaConf.select(cfg, "backbone._target_")
     if target:
         cls = get_class(target)  # imports the backbone's module only
-        if hasattr(cls, "check_weights"):
+        if issubclass(cls, Backbone):  # Backbone.check_weights: a no-op unless overridden
             cls.check_weights(cfg.backbone)
 
 
@@ -84,6 +85,7 @@ def check_values(cfg: DictConfig, task: str) -> None:
     if task == "evaluate":
         scales_of(cfg)
         _check_group(cfg.get("protocol"), "protocol")
+        _check_group(cfg.get("zoom"), "zoom")  # the engine every protocol runs
     if task == "infer":
         _check_zoom(cfg.get("zoom"), cfg.get("scale"))
     if task == "train":
@@ -146,7 +148,7 @@ def default_scales(cfg: DictConfig, trained, data) -> list[int]:
     - a checkpoint (``trained``, a x``u`` model): ``[u]`` with ``protocol=benchmark``/``paired``;
       with ``protocol=zoom_full`` the powers ``u**k`` (k >= 1) whose LR of the smallest HR image
       is at least 8 px on its short side; with ``protocol=zoom_center`` the powers ``u**k``
-      whose HR crop is at least ``process_size`` px in the largest image (full-reference
+      whose HR crop is at least ``zoom.process_size`` px in the largest image (full-reference
       exists); always at least ``[u]``.
     """
     given = scales_of(cfg)
@@ -165,7 +167,7 @@ def default_scales(cfg: DictConfig, trained, data) -> list[int]:
     if target.endswith("ZoomFull"):
         fits = lambda m: min(sides) // m >= MIN_LR_SIDE  # noqa: E731
     else:
-        p = int(OmegaConf.select(cfg, "protocol.process_size") or 128)
+        p = int(OmegaConf.select(cfg, "zoom.process_size") or 512)
         fits = lambda m: max(sides) // p * p // m >= p  # noqa: E731
     scales, m = [u], u * u
     while fits(m):

@@ -26,25 +26,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from zoomsr.backbones.base import Backbone
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image, quantize, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.metrics.suite import MetricSuite
 from zoomsr.reporting import ResultLog
 from zoomsr.runfolder import check_shave, features_ok, save_npz
+from zoomsr.zoom.engine import ChainEngine, Engine, FullImageEngine
 
 if TYPE_CHECKING:
     from zoomsr.tasks.distributed import Shard
-    from zoomsr.zoom.chain import PromptFn
 
 
 @dataclass
 class EvalContext:
-    """What every protocol gets. ``make_backbone(scale)`` returns a backbone of that step factor;
+    """What every protocol gets. ``make_engine(scale, **overrides)`` returns the ``zoom`` group's
+    engine (:mod:`zoomsr.zoom.engine`) on a backbone of that step factor, with the prompt source;
     ``data`` is the ``data`` config's module (``SRDataModule``)."""
 
-    make_backbone: Callable[[int], Backbone]
+    make_engine: Callable[..., Engine]
     data: Any
     scales: list[int]
     suite: MetricSuite
@@ -52,40 +52,48 @@ class EvalContext:
     device: torch.device | str = "cpu"
     batch_size: int = 8
     save_images: bool = False
-    #: the prompt source of text-conditioned backbones (``prompt=``); None: no prompts
-    prompt_fn: PromptFn | None = None
     #: this process's share of the images in a distributed evaluation (None: all of them)
     shard: Shard | None = None
 
 
-def _upscale(
-    backbone: Backbone, lr: torch.Tensor, prompt_fn: PromptFn | None = None
-) -> torch.Tensor:
-    """Run one step; a gray image goes through a learned RGB model as RGB and comes back gray.
-    With a prompt source, the step's prompts are its description of the LR."""
-    gray = lr.shape[1] == 1 and backbone.is_learned
-    x = lr.expand(-1, 3, -1, -1) if gray else lr
-    prompts = list(prompt_fn([x], step=1)) if prompt_fn is not None else None
-    sr = backbone.upscale(x, prompts)
-    return sr.mean(1, keepdim=True) if gray else sr
+def _engine(ctx: EvalContext, kind: type, protocol: str, scale: int, **overrides) -> Engine:
+    """The protocol's engine, of the ``zoom`` mode it composes (``kind``)."""
+    engine = ctx.make_engine(scale, **overrides)
+    if not isinstance(engine, kind):
+        mode = "chain" if kind is ChainEngine else "full"
+        raise ZoomSRError(f"protocol={protocol} runs zoom={mode}; drop the zoom= override.")
+    return engine
+
+
+def _last_step(engine: Engine, image: torch.Tensor, name: str) -> torch.Tensor:
+    """The last step's output of ``image`` ``(C, h, w)``, rounded to 8 bits as when saved to
+    PNG for the published tables."""
+    *_, last = engine.iter_steps(image, name)
+    return quantize(last.output)
 
 
 def _one_step_each(
-    ctx: EvalContext, rec: Recorder, scale: int, dataset, names: list[str], shave: int
+    ctx: EvalContext,
+    rec: Recorder,
+    scale: int,
+    dataset,
+    names: list[str],
+    shave: int,
+    protocol: str,
 ) -> None:
-    """One backbone step on each image of ``dataset`` not yet recorded at ``scale`` (``names``
-    are their unique row names, in order), output rounded to 8 bits as when saved to PNG for
-    the published tables, scored against its HR with ``shave`` border pixels left out."""
+    """One engine step (``zoom=full``, ``steps=1``) on each image of ``dataset`` not yet recorded
+    at ``scale`` (``names`` are their unique row names, in order), scored against its HR with
+    ``shave`` border pixels left out."""
     todo = [i for i, name in enumerate(names) if not rec.done(scale, name)]
     if not todo:
         return
-    backbone = ctx.make_backbone(scale).to(ctx.device)
+    engine = _engine(ctx, FullImageEngine, protocol, scale, steps=1)
     for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
         item = dataset[i]
-        with torch.no_grad():
-            lr = item["lr"][None].to(ctx.device)
-            # the suite's colour fix and 8-bit rounding (metrics.align, metrics.round_8bit)
-            sr = ctx.suite.prepare(_upscale(backbone, lr, ctx.prompt_fn), lr)[0]
+        lr = item["lr"][None].to(ctx.device)
+        *_, last = engine.iter_steps(lr[0], item["name"])
+        # the suite's colour fix and 8-bit rounding (metrics.align, metrics.round_8bit)
+        sr = ctx.suite.prepare(last.output[None].to(ctx.device), lr)[0]
         rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
     rec.flush()
 
@@ -252,7 +260,7 @@ class Benchmark:
         for scale in ctx.scales:
             dataset = ctx.data.benchmark_dataset(scale)
             shave = self.shave if self.shave is not None else scale
-            _one_step_each(ctx, rec, scale, dataset, dataset.names, shave)
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, shave, "benchmark")
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
 
@@ -260,54 +268,32 @@ class ZoomFull:
     """Whole-image zoom to each total scale ``s = u**k`` in ``k`` chained steps.
 
     LR = the benchmark's LR at ``s`` (HR cropped to a multiple of ``s``, MATLAB bicubic, 8-bit);
-    the zoom engine's :class:`~zoomsr.zoom.full.FullImage` chains ``k`` tiled steps of ``u``; the
-    8-bit output is compared with the HR, ``s`` pixels shaved (the benchmark's convention).
+    the ``zoom=full`` engine chains ``k`` tiled steps of the backbone's factor ``u``; the 8-bit
+    output is compared with the HR, ``s`` pixels shaved (the benchmark's convention).
 
     Args:
         upscale: the step factor ``u`` (the backbone's own factor for a checkpoint).
-        tile_size: LR tile side of each step (None: whole image). tile_overlap: in LR pixels.
         shave: border pixels left out of the full-reference metrics; None (default): ``s``.
-        seed: the engine seeds step ``k`` with ``seed + k``.
     """
 
-    def __init__(
-        self,
-        upscale: int = 4,
-        tile_size: int | None = None,
-        tile_overlap: int = 32,
-        shave: int | None = None,
-        seed: int | None = 0,
-    ) -> None:
-        self.upscale, self.shave, self.seed = upscale, shave, seed
-        self.tile_size, self.tile_overlap = tile_size, tile_overlap
+    def __init__(self, upscale: int = 4, shave: int | None = None) -> None:
+        self.upscale, self.shave = upscale, shave
 
     def run(self, ctx: EvalContext) -> list[dict]:
-        from zoomsr.zoom.full import FullImage
-
         rec = Recorder(ctx)
-        backbone = None
         for scale in ctx.scales:
             steps = _steps(scale, self.upscale)
             dataset = ctx.data.benchmark_dataset(scale)
             todo = [i for i, n in enumerate(dataset.names) if not rec.done(scale, n)]
             if not todo:
                 continue
-            backbone = backbone or ctx.make_backbone(self.upscale).to(ctx.device)
-            engine = FullImage(
-                self.upscale, max(steps, 1), self.tile_size, self.tile_overlap, seed=self.seed
-            )
+            engine = _engine(ctx, FullImageEngine, "zoom_full", self.upscale, steps=max(steps, 1))
             for i in tqdm(todo, desc=f"x{scale}", unit="img", dynamic_ncols=True):
                 item = dataset[i]
-                lr = item["lr"].to(ctx.device)
-                gray = lr.shape[0] == 1 and backbone.is_learned
-                with torch.no_grad():
-                    out = engine.run(
-                        lr.expand(3, -1, -1) if gray else lr, backbone, ctx.prompt_fn, ctx.device
-                    )
-                sr = out.steps[-1].output if steps else lr.cpu()
-                sr = quantize(sr.mean(0, keepdim=True) if gray else sr).to(ctx.device)
+                lr = item["lr"]
+                sr = _last_step(engine, lr, item["name"]) if steps else quantize(lr)
                 shave = self.shave if self.shave is not None else scale
-                rec.add(scale, item["name"], sr, item["hr"].to(ctx.device), shave)
+                rec.add(scale, item["name"], sr.to(ctx.device), item["hr"].to(ctx.device), shave)
             rec.flush()
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]
 
@@ -329,13 +315,13 @@ class Paired:
     def run(self, ctx: EvalContext) -> list[dict]:
         from zoomsr.data.datasets import PairedFolderDataset
 
-        if getattr(ctx.data, "lr_dir", None) is None:
+        if ctx.data.lr_dir is None:
             raise ZoomSRError("protocol=paired needs data.lr_dir (the real LR images).")
         rec = Recorder(ctx)
         scales = ctx.scales if self.scale is None else [self.scale]
         for scale in scales:
             dataset = PairedFolderDataset(ctx.data.hr_dir, ctx.data.lr_dir, scale)
-            _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave)
+            _one_step_each(ctx, rec, scale, dataset, dataset.names, self.shave, "paired")
         return [r for r in rec.results.rows if r["scale"] in scales]
 
 
@@ -351,11 +337,12 @@ def patches(img: torch.Tensor, size: int) -> torch.Tensor | None:
 
 
 class ZoomCenter:
-    """Chain-of-Zoom's centre chain (Kim et al. 2025, Sec. 4): step ``k`` shows the centre
-    ``1/u**k`` of the input at ``P x P`` (``P = process_size``).
+    """Chain-of-Zoom's centre chain (Kim et al. 2025, Sec. 4), run by the ``zoom=chain`` engine:
+    step ``k`` shows the centre ``1/u**k`` of the input at ``P x P`` (``P = zoom.process_size``).
 
     The input is the HR's centre square (side ``S``: the short side rounded down to a multiple
-    of ``P``) brought to ``P x P`` by MATLAB bicubic, 8-bit. At magnification ``m = u**k``:
+    of ``P``) brought to ``P x P`` by MATLAB bicubic, 8-bit (the engine's own preprocessing then
+    leaves it as it is). At magnification ``m = u**k``:
 
     - no-reference metrics of the output, always;
     - full-reference metrics against the HR crop the output shows (``S/m`` px), brought to
@@ -363,65 +350,39 @@ class ZoomCenter:
     - FID features of the output's ``fid_patch`` patches and of the HR's patches at the same
       magnification (the whole HR resized by ``P*m/S``), where ``S/m >= P``.
 
-    ``scales`` are the magnifications reported (powers of ``u``; 1 is the input itself).
+    ``scales`` are the magnifications reported (powers of ``u``; 1 is the input itself); the
+    engine runs as many steps as the largest needs.
 
     Args:
-        rec_type: the engine's chain type (``recursive`` default, ``recursive_multiscale``,
-            ``onestep``; ``bicubic``/``nearest`` need no model).
-        upscale: step factor ``u``. process_size: ``P`` (default 128).
-        align: colour alignment of each step (``none`` | ``adain`` | ``wavelet``).
+        upscale: step factor ``u``.
         fid_patch: FID patch side in output pixels (default 32).
-        tile_size, tile_overlap: the engine's tiling. seed: step ``k`` is seeded ``seed + k``.
     """
 
-    def __init__(
-        self,
-        rec_type: str = "recursive",
-        upscale: int = 4,
-        process_size: int = 128,
-        align: str = "none",
-        fid_patch: int = 32,
-        tile_size: int | None = None,
-        tile_overlap: int = 32,
-        seed: int | None = 0,
-    ) -> None:
-        self.rec_type, self.upscale, self.process_size = rec_type, upscale, process_size
-        self.align, self.fid_patch, self.seed = align, fid_patch, seed
-        self.tile_size, self.tile_overlap = tile_size, tile_overlap
+    def __init__(self, upscale: int = 4, fid_patch: int = 32) -> None:
+        self.upscale, self.fid_patch = upscale, fid_patch
 
-    def _chain(self, steps: int):
-        from zoomsr.zoom.chain import ZoomChain
-
-        return ZoomChain(
-            self.rec_type, self.upscale, max(steps, 1), self.process_size, resize=False,
-            center_crop=False, align=self.align, tile_size=self.tile_size,
-            tile_overlap=self.tile_overlap, seed=self.seed,
-        )  # fmt: skip
-
-    def _square(self, hr: torch.Tensor, name: str) -> torch.Tensor:
-        p = self.process_size
+    def _square(self, hr: torch.Tensor, name: str, p: int) -> torch.Tensor:
         side = min(hr.shape[-2:]) // p * p
         if side < p:
             raise ZoomSRError(f"'{name}' is {hr.shape[-1]}x{hr.shape[-2]}, smaller than "
-                              f"protocol.process_size={p}.")  # fmt: skip
+                              f"zoom.process_size={p}: pass a smaller zoom.process_size "
+                              "(e.g. zoom.process_size=128).")  # fmt: skip
         top, left = (hr.shape[-2] - side) // 2, (hr.shape[-1] - side) // 2
         return hr[:, top : top + side, left : left + side]
 
-    def _to_p(self, img: torch.Tensor) -> torch.Tensor:
-        p = self.process_size
-        if img.shape[-2:] == (p, p):
-            return img
-        return quantize(imresize(img, out_size=(p, p)))
+    @staticmethod
+    def _to_p(img: torch.Tensor, p: int) -> torch.Tensor:
+        return img if img.shape[-2:] == (p, p) else quantize(imresize(img, out_size=(p, p)))
 
-    def _reference(self, square: torch.Tensor, box) -> torch.Tensor | None:
+    def _reference(self, square: torch.Tensor, box, p: int) -> torch.Tensor | None:
         side = square.shape[-1]
         x0, y0, x1, y1 = (round(v * side) for v in box)
-        if min(y1 - y0, x1 - x0) < self.process_size:
+        if min(y1 - y0, x1 - x0) < p:
             return None
-        return self._to_p(square[:, y0:y1, x0:x1])
+        return self._to_p(square[:, y0:y1, x0:x1], p)
 
-    def _hr_patches(self, hr: torch.Tensor, side: int, mag: int) -> torch.Tensor | None:
-        d = side / (self.process_size * mag)  # HR pixels per output pixel
+    def _hr_patches(self, hr: torch.Tensor, side: int, mag: int, p: int) -> torch.Tensor | None:
+        d = side / (p * mag)  # HR pixels per output pixel
         if d < 1:
             return None
         img = hr if d == 1 else quantize(imresize(hr, scale=1 / d))
@@ -429,29 +390,26 @@ class ZoomCenter:
 
     def run(self, ctx: EvalContext) -> list[dict]:
         steps = max(_steps(s, self.upscale) for s in ctx.scales)
-        chain = self._chain(steps)
         rec = Recorder(ctx)
         listing = ctx.data.benchmark_dataset(1)
-        backbone = None
+        engine = None
         for f, name in tqdm(zip(listing.files, listing.names), desc="zoom_center", unit="img",
                             total=len(listing.files), dynamic_ncols=True):  # fmt: skip
             if all(rec.done(s, name) for s in ctx.scales):
                 continue
-            if chain.needs_model and backbone is None:
-                backbone = ctx.make_backbone(self.upscale).to(ctx.device)
+            engine = engine or _engine(ctx, ChainEngine, "zoom_center", self.upscale,
+                                       steps=max(steps, 1))  # fmt: skip
+            p = engine.process_size
             hr = load_image(f).to(ctx.device)
-            square = self._square(hr, f.name)
-            start = self._to_p(square)
-            for step in chain.iter_steps(start, backbone, ctx.prompt_fn, ctx.device):
+            square = self._square(hr, f.name, p)
+            for step in engine.iter_steps(self._to_p(square, p), f.stem):
                 mag = self.upscale**step.index
                 if mag not in ctx.scales or rec.done(mag, name):
                     continue
                 sr = quantize(step.output.to(ctx.device))
-                fid_hr = (
-                    self._hr_patches(hr, square.shape[-1], mag) if ctx.suite.set_names else None
-                )
-                fid_sr = patches(sr, self.fid_patch) if ctx.suite.set_names else None
-                ref = self._reference(square, step.box)
-                rec.add(mag, name, sr, ref, 0, fid_sr, fid_hr)
+                sets = bool(ctx.suite.set_names)
+                fid_hr = self._hr_patches(hr, square.shape[-1], mag, p) if sets else None
+                fid_sr = patches(sr, self.fid_patch) if sets else None
+                rec.add(mag, name, sr, self._reference(square, step.box, p), 0, fid_sr, fid_hr)
         rec.flush()
         return [r for r in rec.results.rows if r["scale"] in ctx.scales]

@@ -1,12 +1,11 @@
 """The one seam between the web UI and the zoom code: everything the UI runs goes through here.
 
 A UI request becomes the same ``infer.yaml`` config that ``python infer.py`` composes (group
-choices as Hydra overrides, values merged on top), and runs through the same functions
-``zoomsr.tasks.infer.run`` calls (``build_zoom``, ``load_inference_backbone``,
-``build_prompt_source``, ``ZoomChain.iter_steps``, ``write_chain``); the batch and evaluation
-tabs call ``infer.run`` and ``evaluate.run`` themselves. Only the models are kept between
-requests (:class:`ModelCache`). When the zoom engine gets its own module, this file is what
-changes.
+choices as Hydra overrides, values merged on top), and runs through the same zoom engine
+``zoomsr.tasks.infer.run`` runs (:func:`zoomsr.zoom.engine.build_engine` on the same backbone
+and prompt source, ``iter_steps`` with the page's edited prompts as per-step overrides,
+``infer.write_chain``); the batch and evaluation tabs call ``infer.run`` and ``evaluate.run``
+themselves. Only the models are kept between requests (:class:`ModelCache`).
 """
 
 from __future__ import annotations
@@ -24,13 +23,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoomsr.backbones.base import Backbone
-from zoomsr.backbones.interp import Nearest
+from zoomsr.checkpoint import backbone_spec
 from zoomsr.data.io import load_image, save_image
 from zoomsr.errors import ZoomSRError
 from zoomsr.prompts import build_prompt_source
 from zoomsr.tasks import evaluate, infer
 from zoomsr.tasks.common import resolve_device, set_offline_defaults
-from zoomsr.zoom.chain import REC_TYPES, ZoomChain, ZoomResult, ZoomStep
+from zoomsr.zoom.engine import (
+    REC_TYPES,
+    ChainEngine,
+    ZoomResult,
+    ZoomStep,
+    build_engine,
+    needs_backbone,
+)
 
 log = logging.getLogger("zoomsr.ui")
 
@@ -107,9 +113,10 @@ def peek_checkpoint(path: str | Path) -> BackboneChoice:
         text = (ckpt.get("zoomsr") or {}).get("backbone_config")
         if not isinstance(text, str):
             raise ZoomSRError(f"'{path}' is not a zoomsr training checkpoint (no backbone config)")
-        config = OmegaConf.create(text)
-        kind = str(config.get("_target_", "?")).rsplit(".", 1)[-1]
-        scale = int(config.get("scale", 0)) or None
+        # Parsed as plain data and checked like load_backbone does (nothing is resolved/built).
+        cls, kwargs = backbone_spec(text, f"checkpoint '{path}'")
+        kind = cls.__name__
+        scale = int(kwargs.get("scale") or 0) or None
         return BackboneChoice(str(path), f"{name} ({kind}, x{scale} per step)", scale)
     except Exception as err:  # listed, but any run on it shows why it cannot be used
         message = str(err) if isinstance(err, ZoomSRError) else f"cannot read '{path}': {err}"
@@ -298,22 +305,6 @@ class ModelCache:
             return self._prompts[key]
 
 
-class FixedPrompts(nn.Module):
-    """A prompt source whose texts for some steps are the user's (edited in the page); other
-    steps ask ``source``. An ``nn.Module`` holding the source, so swap mode still moves it."""
-
-    def __init__(self, source, fixed: dict[int, str]) -> None:
-        super().__init__()
-        self.source, self.fixed = source, dict(fixed)
-
-    def forward(self, views: list[torch.Tensor], step: int) -> list[str]:
-        if step in self.fixed:
-            return [self.fixed[step]] * views[0].shape[0]
-        if self.source is None:
-            return [""] * views[0].shape[0]
-        return list(self.source(views, step=step))
-
-
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -350,20 +341,20 @@ def iter_zoom(
     settings.validate()
     input_path = Path(input_path)
     cfg = settings.infer_config(input_path, work_dir)
-    zoom = infer.build_zoom(cfg)
-    if not isinstance(zoom, ZoomChain):
-        raise ZoomSRError("the UI runs zoom=chain.")
     image = load_image(input_path)
     device = resolve_device(cfg.device)
-    backbone = models.backbone(cfg, device) if zoom.needs_model else None
-    prompt_fn = models.prompt_source(cfg) if zoom.needs_model else None
-    if fixed_prompts and zoom.needs_model:
-        prompt_fn = FixedPrompts(prompt_fn, fixed_prompts)
+    model = needs_backbone(cfg.zoom)
+    backbone = models.backbone(cfg, device) if model else None
+    source = models.prompt_source(cfg) if model else None
+    engine = build_engine(cfg.zoom, backbone, source, device)
+    if not isinstance(engine, ChainEngine):
+        raise ZoomSRError("the UI runs zoom=chain.")
     run = ZoomRun(Path(work_dir) / input_path.stem, cfg)
-    for step in zoom.iter_steps(image, backbone, prompt_fn, device):
+    # the page's edited texts replace the source's for their steps
+    for step in engine.iter_steps(image, input_path.stem, prompts=fixed_prompts or None):
         run.steps.append(step)
         yield run
-    meta = {"rec_type": zoom.rec_type, "process_size": zoom.process_size}
+    meta = engine.settings()
     partial = run.folder.with_name(f".{run.folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -377,15 +368,15 @@ def preview_steps(settings: ZoomSettings, image: torch.Tensor) -> list[ZoomStep]
     """The regions every step will show, without any model: the chain's own geometry run with
     pixel replication (``onestep`` crops the original, every other type the last output)."""
     u = settings.step_factor
-    chain = ZoomChain(
-        rec_type="onestep" if settings.rec_type == "onestep" else "nearest",
+    chain = ChainEngine(  # model-free: nearest crops the original, bicubic_iterated the last out
+        rec_type="nearest" if settings.rec_type == "onestep" else "bicubic_iterated",
         upscale=u,
         steps=settings.steps,
         process_size=settings.process_size,
         point=settings.point,
         seed=None,
     )
-    return list(chain.iter_steps(image, Nearest(u), None, "cpu"))
+    return list(chain.iter_steps(image, "preview"))
 
 
 def run_batch(settings: ZoomSettings, input_dir: Path, out_dir: Path) -> dict:
@@ -421,7 +412,7 @@ def run_evaluation(
         "device": device,
     }
     if protocol == "zoom_center":
-        values["protocol"] = {"process_size": int(process_size)}
+        values["zoom"] = {"process_size": int(process_size)}  # the chain engine's P
     if backbone.is_ckpt:
         values["ckpt"] = backbone.value
         values["scale"] = backbone.scale

@@ -11,7 +11,7 @@ import gradio as gr
 from zoomsr.ui import engine
 from zoomsr.ui.app import KEEP_HOURS, METRICS, ZoomUI, shown_errors
 from zoomsr.ui.pictures import STITCH_LAYOUTS
-from zoomsr.zoom.chain import REC_TYPES
+from zoomsr.zoom.engine import REC_TYPES
 
 INTRO = """# zoomsr · Chain-of-Zoom
 Upload an image, click on the zoom map to choose where to zoom, press **Start**. Every step runs

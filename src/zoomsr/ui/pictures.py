@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from zoomsr.data.io import to_uint8
-from zoomsr.zoom.chain import ZoomResult, ZoomStep
+from zoomsr.zoom.engine import ZoomResult, ZoomStep
 from zoomsr.zoom.panels import strip
 
 STITCH_LAYOUTS = ("row", "column", "grid")

@@ -1,4 +1,4 @@
-"""Colour alignment of a step's output to the step's input.
+"""Colour alignment of a step's output to its reference (CoZ: the step's upsampled view).
 
 A generative step may drift in colour; chained steps compound the drift. CoZ (and StableSR,
 OSEDiff before it) corrects each output against its input, in one of two ways:
@@ -22,20 +22,26 @@ AlignMethod = Literal["none", "adain", "wavelet"]
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Match the per-channel mean and std of ``content`` to those of ``style``.
+    """Match the per-channel mean and std of ``content`` to those of ``style``, as CoZ's (and
+    StableSR's) ``adaptive_instance_normalization``: ``std = sqrt(var + eps)`` with the
+    unbiased variance, for both images.
 
     Args:
         content: ``(B, C, H, W)`` (the step's output).
-        style: ``(B, C, h, w)``, any size (the step's input).
-        eps: added to the content's variance so a flat channel stays finite.
+        style: ``(B, C, h, w)``, any size (the step's reference).
+        eps: added to both variances so a flat channel stays finite.
 
     Returns:
-        ``(B, C, H, W)`` whose channels have ``style``'s mean and (biased) std. Not clamped.
+        ``(B, C, H, W)`` whose channels have ``style``'s mean and std. Not clamped.
     """
-    c_mean = content.mean(dim=(-2, -1), keepdim=True)
-    c_std = (content.var(dim=(-2, -1), keepdim=True, unbiased=False) + eps).sqrt()
-    s_mean = style.mean(dim=(-2, -1), keepdim=True)
-    s_std = style.var(dim=(-2, -1), keepdim=True, unbiased=False).sqrt()
+
+    def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(*x.shape[:2], -1)
+        std = (flat.var(dim=2) + eps).sqrt()[..., None, None]
+        return flat.mean(dim=2)[..., None, None], std
+
+    c_mean, c_std = mean_std(content)
+    s_mean, s_std = mean_std(style)
     return (content - c_mean) / c_std * s_std + s_mean
 
 

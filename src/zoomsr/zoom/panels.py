@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import to_uint8
-from zoomsr.zoom.chain import ZoomResult
+from zoomsr.zoom.step import ZoomResult
 
 _COLOURS = ["#ff3b30", "#ffcc00", "#34c759", "#00c7be", "#007aff", "#af52de", "#ff2d55"]
 

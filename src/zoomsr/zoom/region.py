@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from zoomsr.data.imresize import imresize
 from zoomsr.errors import ZoomSRError
+from zoomsr.zoom.resize import pil_resize
 
 #: ``(top, left, height, width)`` in pixels.
 Window = tuple[int, int, int, int]
@@ -23,13 +23,15 @@ Window = tuple[int, int, int, int]
 def preprocess(
     img: torch.Tensor, process_size: int, resize: bool = True, center_crop: bool = True
 ) -> torch.Tensor:
-    """CoZ's preprocessing: short side to ``process_size`` (MATLAB bicubic), centre square crop.
+    """CoZ's ``resize_and_center_crop``: short side to ``process_size`` with PIL's Lanczos
+    (sides ``int(side * process_size / short side)``), then the centre square.
 
     Args:
         img: ``(3, H, W)`` in [0, 1].
         process_size: side of the working square (default 512 in the chain).
-        resize: scale so that the short side is ``process_size`` (up or down).
-        center_crop: cut the centre ``process_size`` square.
+        resize: scale so that the short side is ``process_size`` (up or down); an image whose
+            short side already is ``process_size`` is left as it is.
+        center_crop: cut the centre ``process_size`` square (left ``(W - P) // 2``).
 
     Returns:
         ``(3, H', W')`` in [0, 1].
@@ -39,9 +41,10 @@ def preprocess(
     """
     h, w = img.shape[-2:]
     if resize and min(h, w) != process_size:
-        ratio = process_size / min(h, w)
-        size = (max(process_size, round(h * ratio)), max(process_size, round(w * ratio)))
-        img = imresize(img, out_size=size).clamp(0, 1)
+        ratio = process_size / min(w, h)
+        # CoZ's int() sides; never below P (PIL would pad a short crop with black)
+        size = (max(process_size, int(h * ratio)), max(process_size, int(w * ratio)))
+        img = pil_resize(img, size, "lanczos")
     if center_crop:
         h, w = img.shape[-2:]
         if min(h, w) < process_size:

@@ -1,4 +1,4 @@
-"""One backbone step on an image of any size: padding to ``size_multiple`` and tiling.
+"""One step on an image of any size in overlapping tiles (the backbone pads each tile itself).
 
 Tiles overlap by ``overlap`` LR pixels. Each tile's output is weighted by a ramp that is 0 on
 the outer quarter of every overlap next to an inner tile edge (context only: that band is
@@ -11,9 +11,9 @@ on the inputs within ``overlap // 4`` LR pixels (bicubic: 2) gives exactly the u
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
@@ -25,24 +25,6 @@ def check_tiles(tile_size: int | None, tile_overlap: int) -> None:
         raise ZoomSRError(
             f"zoom.tile_overlap={tile_overlap} must be in [0, zoom.tile_size={tile_size})."
         )
-
-
-def upscale_padded(
-    backbone: Backbone, lr: torch.Tensor, prompts: list[str] | None = None
-) -> torch.Tensor:
-    """``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, h*s, w*s)`` in [0, 1]; pads by reflection to the
-    backbone's ``size_multiple`` and crops back."""
-    h, w = lr.shape[-2:]
-    m = backbone.size_multiple
-    pad_h, pad_w = (-h) % m, (-w) % m
-    x = lr
-    if pad_h or pad_w:
-        mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    with torch.no_grad():
-        sr = backbone.upscale(x, prompts)
-    s = backbone.scale
-    return sr[..., : h * s, : w * s].clamp(0, 1)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -71,36 +53,57 @@ def ramp(size: int, overlap: int, lo_inner: bool, hi_inner: bool) -> torch.Tenso
     return w
 
 
+def tiled(
+    step: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scale: int,
+    tile_size: int | None,
+    overlap: int = 32,
+) -> torch.Tensor:
+    """``step`` (``(B, C, h, w)`` -> ``(B, C, h*scale, w*scale)`` in [0, 1]) over ``x`` in tiles
+    of ``tile_size`` input pixels (None or larger than the image: one call), blended as the
+    module docstring says.
+
+    Returns:
+        ``(B, C, h*scale, w*scale)`` in [0, 1].
+    """
+    h, w = x.shape[-2:]
+    if tile_size is None or (h <= tile_size and w <= tile_size):
+        return step(x).clamp(0, 1)
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"tile_overlap must be in [0, tile_size), got {overlap}")
+    s = scale
+    out, total = None, torch.zeros(h * s, w * s, dtype=torch.float64, device=x.device)
+    ys, xs = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
+    for y in ys:
+        th = min(tile_size, h)
+        wy = ramp(th * s, overlap * s, y > 0, y + th < h)
+        for x0 in xs:
+            tw = min(tile_size, w)
+            wx = ramp(tw * s, overlap * s, x0 > 0, x0 + tw < w)
+            weight = (wy[:, None] * wx[None, :]).to(x.device)
+            sr = step(x[..., y : y + th, x0 : x0 + tw]).clamp(0, 1)
+            if out is None:  # (B, C_out, H, W): C_out from the step (gray stays gray)
+                out = torch.zeros(*sr.shape[:-2], h * s, w * s, dtype=torch.float64,
+                                  device=x.device)  # fmt: skip
+            out[..., y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += sr.double() * weight
+            total[y * s : (y + th) * s, x0 * s : (x0 + tw) * s] += weight
+    return (out / total).to(x.dtype).clamp(0, 1)
+
+
 def tiled_upscale(
     backbone: Backbone,
     lr: torch.Tensor,
     tile_size: int | None,
     overlap: int = 32,
     prompts: list[str] | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One step over ``(B, 3, h, w)`` in tiles of ``tile_size`` LR pixels (None or larger than
-    the image: one call), blended as the module docstring says.
+    """``backbone.upscale`` over ``(B, C, h, w)`` in tiles of ``tile_size`` LR pixels.
 
     Returns:
-        ``(B, 3, h*s, w*s)`` in [0, 1].
+        ``(B, C, h*s, w*s)`` in [0, 1].
     """
-    h, w = lr.shape[-2:]
-    if tile_size is None or (h <= tile_size and w <= tile_size):
-        return upscale_padded(backbone, lr, prompts)
-    if not 0 <= overlap < tile_size:
-        raise ValueError(f"tile_overlap must be in [0, tile_size), got {overlap}")
-    s = backbone.scale
-    out = torch.zeros(*lr.shape[:-2], h * s, w * s, dtype=torch.float64, device=lr.device)
-    total = torch.zeros(h * s, w * s, dtype=torch.float64, device=lr.device)
-    ys, xs = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
-    for y in ys:
-        th = min(tile_size, h)
-        wy = ramp(th * s, overlap * s, y > 0, y + th < h)
-        for x in xs:
-            tw = min(tile_size, w)
-            wx = ramp(tw * s, overlap * s, x > 0, x + tw < w)
-            weight = (wy[:, None] * wx[None, :]).to(lr.device)
-            sr = upscale_padded(backbone, lr[..., y : y + th, x : x + tw], prompts)
-            out[..., y * s : (y + th) * s, x * s : (x + tw) * s] += sr.double() * weight
-            total[y * s : (y + th) * s, x * s : (x + tw) * s] += weight
-    return (out / total).to(lr.dtype).clamp(0, 1)
+    return tiled(
+        lambda t: backbone.upscale(t, prompts, generator), lr, backbone.scale, tile_size, overlap
+    )
