@@ -42,10 +42,11 @@ def read_iter_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ZoomSRError(f"cannot read '{path}' safely as an ITER {what}: {err}") from err
+    tensors = lambda d: all(isinstance(v, torch.Tensor) for v in d.values())  # noqa: E731
     for key in ("params_ema", "params"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
+        if isinstance(data, dict) and isinstance(data.get(key), dict) and tensors(data[key]):
             return data[key]
-    if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
+    if isinstance(data, dict) and tensors(data):
         return data
     keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
     raise ZoomSRError(f"'{path}' is not an ITER checkpoint (no 'params' state dict): {keys}")
