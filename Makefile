@@ -13,7 +13,7 @@ export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: install test test-all lint format demo ui browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
 	# torch and torchvision pinned together (see README: they come from the local wheel cache)
