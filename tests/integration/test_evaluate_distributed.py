@@ -57,7 +57,7 @@ def test_zoom_center_chains_shard_by_image_and_equal_one_process(compose_cfg, be
     common = [
         "protocol=zoom_center",
         "scales=[1,4]",
-        "protocol.process_size=64",
+        "zoom.process_size=64",
         "protocol.fid_patch=16",
         f"data.hr_dir={bench / 'Set5' / 'HR'}",
         "metrics.names=[psnr_y,fid]",

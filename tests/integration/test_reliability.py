@@ -528,8 +528,10 @@ def test_12_the_entry_point_checks_overrides_first(tmp_path):
 @pytest.mark.parametrize(
     ("task", "overrides", "message"),
     [
-        ("evaluate", ["protocol=zoom_center", "scales=[4,16,64,256]"],
-         "x256 zooms below one pixel of the protocol.process_size=128 square"),
+        ("evaluate", ["protocol=zoom_center", "zoom.process_size=128", "scales=[4,16,64,256]"],
+         "x256 zooms below one pixel of the zoom.process_size=128 square"),
+        ("evaluate", ["protocol=zoom_center", "scales=[4,16,64,256,1024]"],
+         "x1024 zooms below one pixel of the zoom.process_size=512 square"),
         ("evaluate", ["batch_size=0"], "batch_size=0 is not valid"),
         ("train", ["data.batch_size=0"], "data.batch_size=0 is not valid"),
         ("infer", ["zoom.tile_overlap=-2"], "zoom.tile_overlap=-2 is not valid"),

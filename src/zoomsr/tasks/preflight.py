@@ -181,12 +181,12 @@ def _check_center_scales(cfg: DictConfig, scales: list[int]) -> None:
     of the working square (flat outputs); the stated rule is ``max(scales) <= process_size``."""
     if not str(OmegaConf.select(cfg, "protocol._target_") or "").endswith("ZoomCenter"):
         return
-    p = int(OmegaConf.select(cfg, "protocol.process_size") or 128)
+    p = int(OmegaConf.select(cfg, "zoom.process_size") or 512)  # the chain's P (CoZ: 512)
     if max(scales) > p:
         raise ZoomSRError(
             f"scales={scales}: x{max(scales)} zooms below one pixel of the "
-            f"protocol.process_size={p} square (flat outputs); the largest scale it allows is "
-            f"x{p}: drop the larger scales or raise protocol.process_size."
+            f"zoom.process_size={p} square (flat outputs); the largest scale it allows is "
+            f"x{p}: drop the larger scales or raise zoom.process_size."
         )
 
 
