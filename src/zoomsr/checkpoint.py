@@ -147,6 +147,25 @@ def build_backbone(cls: type[Backbone], kwargs: dict[str, Any], where: str) -> B
         ) from None
 
 
+def read_submodule_state(path: Path, prefix: str, none_found: str) -> dict[str, torch.Tensor]:
+    """The ``prefix``-ed weights of a zoomsr checkpoint (its EMA shadow when kept), without the
+    prefix; a ``.safetensors`` file is taken as that submodule's own state dict. A checkpoint
+    holding none is one error: ``'<path>' <none_found>``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    ckpt = read_checkpoint(path)
+    if "ema" in ckpt:
+        state = ckpt["ema"]["shadow"]
+    else:
+        state = {k.removeprefix("backbone."): v for k, v in ckpt.get("state_dict", {}).items()}
+    sub = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if not sub:
+        raise ZoomSRError(f"'{path}' {none_found}")
+    return sub
+
+
 def load_backbone(
     path: str | Path, device: torch.device | str = "cpu", use_ema: bool = True
 ) -> Backbone:

@@ -487,20 +487,8 @@ def _vqgan_path(path: str | Path) -> Path:
 def load_vqgan_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The Swin-VQGAN state dict (keys without ``vqgan.``) from a ``stage=hq`` zoomsr
     checkpoint (its EMA weights when kept) or a ``.safetensors`` of ``SwinVQGAN``'s state."""
-    p = _vqgan_path(path)
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from zoomsr.checkpoint import read_submodule_state
 
-        return load_file(str(p))  # SwinVQGAN's own state dict
-    else:
-        from zoomsr.checkpoint import read_checkpoint
-
-        ckpt = read_checkpoint(p)
-        if "ema" in ckpt:
-            state = ckpt["ema"]["shadow"]
-        else:
-            state = {k.removeprefix("backbone."): v for k, v in ckpt.get("state_dict", {}).items()}
-    vq = {k.removeprefix("vqgan."): v for k, v in state.items() if k.startswith("vqgan.")}
-    if not vq:
-        raise ZoomSRError(f"'{p}' holds no Swin-VQGAN weights: is it a stage=hq checkpoint?")
-    return vq
+    return read_submodule_state(
+        _vqgan_path(path), "vqgan.", "holds no Swin-VQGAN weights: is it a stage=hq checkpoint?"
+    )

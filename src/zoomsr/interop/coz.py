@@ -29,16 +29,11 @@ from omegaconf import OmegaConf
 
 from zoomsr.backbones.sd3_lora import ENCODER, GENERATOR, SD3LoRA, adaln_targets
 from zoomsr.errors import ZoomSRError, exit_on_user_error
+from zoomsr.interop import load_released
 
 
 def _load(path: str | Path, what: str):
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZoomSRError(f"CoZ {what} not found: '{path}'.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ZoomSRError(f"cannot read '{path}' safely as a CoZ {what}: {err}") from err
+    return load_released(path, f"CoZ {what}", ".")
 
 
 def transformer_state(loras: list[torch.Tensor], targets: list[str]) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from zoomsr.errors import ZoomSRError, exit_on_user_error
+from zoomsr.interop import is_tensor_dict, load_released
 
 GENERATOR = "generator."
 
@@ -32,21 +33,16 @@ GENERATOR = "generator."
 def read_iter_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """The state dict inside an ITER release file (``params_ema``, else ``params``, else the
     file itself when it is a flat state dict)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZoomSRError(
-            f"ITER {what} not found: '{path}'. ITER's releases: "
-            "github.com/chaofengc/ITER/releases (ITER_x2.pth, ITER_x4.pth, ITER_swinvqgan.pth)."
-        )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ZoomSRError(f"cannot read '{path}' safely as an ITER {what}: {err}") from err
-    tensors = lambda d: all(isinstance(v, torch.Tensor) for v in d.values())  # noqa: E731
+    data = load_released(
+        path,
+        f"ITER {what}",
+        ". ITER's releases: github.com/chaofengc/ITER/releases (ITER_x2.pth, ITER_x4.pth, "
+        "ITER_swinvqgan.pth).",
+    )
     for key in ("params_ema", "params"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict) and tensors(data[key]):
+        if isinstance(data, dict) and is_tensor_dict(data.get(key)):
             return data[key]
-    if isinstance(data, dict) and tensors(data):
+    if is_tensor_dict(data):
         return data
     keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
     raise ZoomSRError(f"'{path}' is not an ITER checkpoint (no 'params' state dict): {keys}")

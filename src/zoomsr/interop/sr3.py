@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from zoomsr.backbones.sr3 import SR3
 from zoomsr.errors import ZoomSRError, exit_on_user_error
+from zoomsr.interop import is_tensor_dict, load_released
 
 #: Janspiry's ``set_new_noise_schedule`` buffers, in the order it registers them.
 SCHEDULE_BUFFERS = (
@@ -224,14 +225,8 @@ def convert_state(gen: dict, backbone: SR3, schedule: dict) -> dict[str, torch.T
 
 
 def _load(path: str | Path) -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZoomSRError(f"SR3 checkpoint not found: '{path}' (Janspiry's I..._E.._gen.pth).")
-    try:
-        gen = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ZoomSRError(f"cannot read '{path}' safely as an SR3 checkpoint: {err}") from err
-    if not isinstance(gen, dict) or not all(isinstance(v, torch.Tensor) for v in gen.values()):
+    gen = load_released(path, "SR3 checkpoint", " (Janspiry's I..._E.._gen.pth).")
+    if not is_tensor_dict(gen):
         raise ZoomSRError(f"'{path}' is not a state dict of tensors (Janspiry's _gen.pth).")
     return gen
 

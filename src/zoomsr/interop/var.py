@@ -26,6 +26,7 @@ import torch
 
 from zoomsr.backbones.var_vqvae import VAR_PATCH_NUMS, VARVQVAE
 from zoomsr.errors import ZoomSRError, exit_on_user_error
+from zoomsr.interop import is_tensor_dict, load_released
 
 WEIGHTS, CONFIG = "var_vqvae.safetensors", "var_vqvae.json"
 
@@ -107,14 +108,8 @@ def check_keys(state: dict[str, torch.Tensor], model: VARVQVAE) -> None:
 
 
 def read_var_state(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZoomSRError(f"VAR VQVAE not found: '{path}' (vae_ch160v4096z32.pth).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ZoomSRError(f"cannot read '{path}' safely as a VAR VQVAE: {err}") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    state = load_released(path, "VAR VQVAE", " (vae_ch160v4096z32.pth).")
+    if not is_tensor_dict(state):
         raise ZoomSRError(f"'{path}' is not a state dict of tensors (VAR's VQVAE.state_dict()).")
     return state
 
