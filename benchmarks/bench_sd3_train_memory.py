@@ -33,25 +33,9 @@ from pathlib import Path
 
 import torch
 
+from zoomsr.backbones.sd3_medium import CLIP_G, CLIP_L, TRANSFORMER, VAE
+
 GB = 1e9
-# SD3-medium's published configs (stabilityai/stable-diffusion-3-medium-diffusers
-# transformer/config.json, vae/config.json, text_encoder*/config.json).
-# Copied from scripts/sd3_memory.py, which counts the same components on the meta device.
-TRANSFORMER = dict(
-    sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-    pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192,
-)  # fmt: skip
-VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512), norm_num_groups=32, shift_factor=0.0609,
-    scaling_factor=1.5305, use_quant_conv=False, use_post_quant_conv=False,
-)  # fmt: skip
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-              num_attention_heads=12, projection_dim=768, hidden_act="quick_gelu")  # fmt: skip
-CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-              num_attention_heads=20, projection_dim=1280, hidden_act="gelu")  # fmt: skip
 # Qwen2.5-VL-3B-Instruct's and -7B-Instruct's published config.json (text and vision parts).
 QWEN_3B = dict(
     text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
