@@ -144,3 +144,89 @@ def test_missing_weights_name_the_folder_and_the_fix(tmp_path):
     (missing / "transformer").mkdir(parents=True)
     with pytest.raises(ZoomSRError, match="lacks vae/"):
         SD3LoRA(pretrained=str(missing))
+
+
+def test_on_demand_text_encoders_give_the_same_embeddings_and_are_freed_after():
+    kept = SD3LoRA(**TINY, vae_lora=False)
+    lazy = SD3LoRA(**TINY, vae_lora=False, text_encoders="on_demand")
+    # Nothing of the text encoders stays resident: not a submodule, not in the pipeline.
+    assert lazy.text_encoder is None and lazy.text_encoder_2 is None
+    assert not any("text_encoder" in n for n, _ in lazy.named_parameters())
+    assert any("text_encoder" in n for n, _ in kept.named_parameters())
+    loads = []
+    real = lazy._text_encoder_parts
+    lazy._text_encoder_parts = lambda: loads.append(1) or real()
+    emb, pooled = lazy.prompt_embeddings(["a cat", None], 2)
+    want_emb, want_pooled = kept.prompt_embeddings(["a cat", None], 2)
+    torch.testing.assert_close(emb, want_emb, rtol=0, atol=0)
+    torch.testing.assert_close(pooled, want_pooled, rtol=0, atol=0)
+    assert lazy._pipe.text_encoder is None and lazy._pipe.text_encoder_2 is None
+    lazy.prompt_embeddings(["a cat", ""], 2)  # both cached: no load
+    assert len(loads) == 1
+    lazy.prompt_embeddings(["a dog"], 1)
+    assert len(loads) == 2
+
+
+def test_a_training_step_encodes_its_prompts_and_the_negative_prompt_in_one_load(images):
+    lr, hr = images
+    b = SD3LoRA(**TINY, vsd=True, text_encoders="on_demand")
+    loads = []
+    real = b._text_encoder_parts
+    b._text_encoder_parts = lambda: loads.append(1) or real()
+    vsd = VSDLoss(negative_prompt="blurry")
+    for _ in range(2):
+        out = b.training_outputs(lr, hr, ["a red cat", None], seeds=torch.tensor([3, 4]),
+                                 vsd=vsd.settings)  # fmt: skip
+    assert len(loads) == 1
+    assert sorted(b._prompt_cache) == ["", "a red cat", "blurry"]
+    assert torch.isfinite(out["x0_real"]).all()
+
+
+def test_the_prompt_cache_keeps_the_most_recently_used(monkeypatch):
+    import zoomsr.backbones.sd3_lora as sd3
+
+    monkeypatch.setattr(sd3, "PROMPT_CACHE_SIZE", 3)
+    b = SD3LoRA(**TINY, vae_lora=False)
+    first = b.prompt_embeddings(["p0"], 1)[0]
+    for p in ["p1", "p2", "p0", "p3", "p4"]:  # p0 used again: p1 and p2 are the oldest
+        b.prompt_embeddings([p], 1)
+    assert list(b._prompt_cache) == ["p0", "p3", "p4"]
+    torch.testing.assert_close(b.prompt_embeddings(["p0"], 1)[0], first, rtol=0, atol=0)
+    # A batch with more distinct prompts than the cache holds still gets all of them.
+    emb, _ = b.prompt_embeddings(["a", "b", "c", "d", "e"], 5)
+    assert emb.shape[0] == 5 and len(b._prompt_cache) == 5
+
+
+def saved_bytes(fn) -> int:
+    """Bytes autograd keeps for the backward pass while ``fn`` runs (outside checkpoints)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+def test_gradient_checkpointing_covers_the_vae_and_keeps_its_gradients(images):
+    lr, hr = images
+    runs, kept = [], []
+    for ckpt in (False, True):
+        b = SD3LoRA(**TINY, gradient_checkpointing=ckpt)
+        randomize(b)
+        assert b.vae.encoder.gradient_checkpointing is ckpt
+        assert b.vae.decoder.gradient_checkpointing is ckpt
+        x = (lr * 2 - 1).requires_grad_(True)
+        up = F.interpolate(x, scale_factor=4, mode="bicubic")
+        kept.append(saved_bytes(lambda: b.decode(b.encode(up))))
+        runs.append(step_grads(b, lr, hr, [PixelLoss("l2", "sr", "hr")]))
+    assert kept[1] < kept[0] / 3  # only the checkpointed blocks' inputs are kept
+    for k in runs[0]:
+        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_bad_text_encoders_setting_is_one_line():
+    with pytest.raises(ZoomSRError, match="backbone.text_encoders must be 'keep' or 'on_demand'"):
+        SD3LoRA(**TINY, text_encoders="lazy")

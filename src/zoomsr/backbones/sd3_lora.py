@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ from torch import nn
 from zoomsr.backbones.base import Backbone
 from zoomsr.errors import ZoomSRError
 from zoomsr.losses.vsd import VSDSettings
+from zoomsr.zoom.memory import release_memory
 
 Adapter = Literal["generator", "regularizer"] | None
 GENERATOR, REGULARIZER, ENCODER = "generator", "regularizer", "encoder"
@@ -46,6 +48,9 @@ ATTENTION_TARGETS = (
     "attn.add_v_proj",
     "attn.to_add_out",
 )
+#: Prompt embeddings kept (least recently used dropped): with T5 one is up to 4.8 MB, and a run
+#: whose prompts come from each crop (prompt=tags, prompt=vlm) would otherwise grow without end.
+PROMPT_CACHE_SIZE = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HOW_TO_GET = (
     "Download a diffusers-layout SD3 folder (e.g. `huggingface-cli download "
@@ -131,7 +136,13 @@ class SD3LoRA(Backbone):
         encode_shift: subtract the VAE's ``shift_factor`` at encode (default True: as CoZ trains
             and as :meth:`decode` adds it back); False: CoZ's inference, which skips it at encode.
         weight_dtype: dtype of the frozen transformer and text encoders (VAE stays float32).
-        gradient_checkpointing: recompute transformer blocks in the backward pass.
+        gradient_checkpointing: recompute transformer blocks and the VAE's encoder and decoder
+            blocks in the backward pass (at 512 px the VAE's saved activations alone are ~4.9 GB
+            without it, ~2 GB with it; ``benchmarks/RESULTS.md``).
+        text_encoders: ``keep`` the CLIP (and T5) encoders loaded; ``on_demand`` loads them from
+            ``pretrained`` only to encode prompts not yet in the embedding cache and frees them
+            right after (1.6 GB fewer without T5, 11 GB with it, for the whole step; a run whose
+            prompts change every step pays a reload from disk each time).
         seed: seed of the inference-time latent sample (``latent=sample``); None: torch's
             global RNG (CoZ).
     """
@@ -155,6 +166,7 @@ class SD3LoRA(Backbone):
         encode_shift: bool = True,
         weight_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         gradient_checkpointing: bool = False,
+        text_encoders: Literal["keep", "on_demand"] = "keep",
         seed: int | None = 0,
     ) -> None:
         super().__init__()
@@ -162,10 +174,16 @@ class SD3LoRA(Backbone):
             raise ZoomSRError(f"backbone.latent must be 'mean' or 'sample', got {latent!r}")
         if weight_dtype not in DTYPES:
             raise ZoomSRError(f"backbone.weight_dtype must be one of {list(DTYPES)}")
+        if text_encoders not in ("keep", "on_demand"):
+            raise ZoomSRError(
+                f"backbone.text_encoders must be 'keep' or 'on_demand', got {text_encoders!r}"
+            )
         folder = resolve_pretrained(str(pretrained), use_t5)
         self.scale, self.latent, self.seed, self.vsd = scale, latent, seed, vsd
         self.encode_shift = encode_shift
         self.max_sequence_length = max_sequence_length
+        self._folder, self._use_t5, self._dtype = folder, use_t5, DTYPES[weight_dtype]
+        self.text_encoders_on_demand = text_encoders == "on_demand"
         self._load(folder, use_t5, DTYPES[weight_dtype])
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         # HR sides must be multiples of vae_factor * patch_size (Backbone.upscale pads to it),
@@ -181,7 +199,8 @@ class SD3LoRA(Backbone):
         self._adapter_state: Adapter = GENERATOR
         if gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing(self._checkpoint)
-        self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+            self.vae.enable_gradient_checkpointing(self._checkpoint_vae)
+        self._prompt_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @classmethod
     def check_weights(cls, config) -> None:
@@ -201,27 +220,17 @@ class SD3LoRA(Backbone):
             SD3Transformer2DModel,
             StableDiffusion3Pipeline,
         )
-        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+        from transformers import AutoTokenizer
 
-        kw = {"torch_dtype": dtype}
         self.transformer = SD3Transformer2DModel.from_pretrained(
-            folder, subfolder="transformer", **kw
+            folder, subfolder="transformer", torch_dtype=dtype
         )
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
-        self.text_encoder = CLIPTextModelWithProjection.from_pretrained(
-            folder / "text_encoder", **kw
-        )
-        self.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
-            folder / "text_encoder_2", **kw
-        )
-        self.text_encoder_3 = (
-            T5EncoderModel.from_pretrained(folder / "text_encoder_3", **kw) if use_t5 else None
-        )
+        encoders = (None, None, None) if self.text_encoders_on_demand else self._text_encoder_parts()
+        self.text_encoder, self.text_encoder_2, self.text_encoder_3 = encoders
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
-        for part in (self.transformer, self.vae, self.text_encoder, self.text_encoder_2):
-            part.requires_grad_(False)
-        if self.text_encoder_3 is not None:
-            self.text_encoder_3.requires_grad_(False)
+        self.transformer.requires_grad_(False)
+        self.vae.requires_grad_(False)
         # diffusers' own prompt encoding (CLIP-L + CLIP-G hidden states, T5 or zeros, pooled).
         self._pipe = StableDiffusion3Pipeline(
             transformer=self.transformer,
@@ -244,6 +253,42 @@ class SD3LoRA(Backbone):
             "train_sigmas", scheduler.sigmas[:-1].float().clone(), persistent=False
         )
         self.num_train_timesteps = scheduler.config.num_train_timesteps
+
+    def _text_encoder_parts(self) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+        """CLIP-L, CLIP-G and (``use_t5``) T5, frozen, in ``weight_dtype``, from ``pretrained``."""
+        from transformers import CLIPTextModelWithProjection, T5EncoderModel
+
+        kw = {"torch_dtype": self._dtype}
+        parts = [
+            CLIPTextModelWithProjection.from_pretrained(self._folder / "text_encoder", **kw),
+            CLIPTextModelWithProjection.from_pretrained(self._folder / "text_encoder_2", **kw),
+            T5EncoderModel.from_pretrained(self._folder / "text_encoder_3", **kw)
+            if self._use_t5
+            else None,
+        ]
+        for part in parts:
+            if part is not None:
+                part.requires_grad_(False)
+        return parts[0], parts[1], parts[2]
+
+    @contextlib.contextmanager
+    def _text_encoders_loaded(self, device: torch.device) -> Iterator[None]:
+        """The text encoders inside the block: the kept ones, or (``text_encoders=on_demand``)
+        loaded for it and freed after, with their memory handed back to the system."""
+        if not self.text_encoders_on_demand:
+            yield
+            return
+        parts = [p.to(device) if p is not None else None for p in self._text_encoder_parts()]
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        for name, part in zip(names, parts):
+            setattr(self._pipe, name, part)
+        try:
+            yield
+        finally:
+            for name in names:
+                setattr(self._pipe, name, None)
+            del parts
+            release_memory(device)
 
     def _add_adapters(
         self,
@@ -332,28 +377,44 @@ class SD3LoRA(Backbone):
             context_fn=lambda: (contextlib.nullcontext(), self.adapter(state)),
         )
 
+    def _checkpoint_vae(self, block: nn.Module, *args):
+        """The VAE's blocks, recomputed in the backward pass (no adapters switch inside it)."""
+        return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False)
+
     # -- the pieces of one step --------------------------------------------------------------
     def prompt_embeddings(
         self, prompts: list[str] | None, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, D)`` token and ``(B, D')`` pooled embeddings; each distinct prompt is
-        encoded once and cached (None or missing -> the empty prompt)."""
+        encoded once and cached, the last :data:`PROMPT_CACHE_SIZE` used (None or missing ->
+        the empty prompt)."""
         prompts = [p or "" for p in prompts] if prompts is not None else [""] * batch
-        device = self.text_encoder.device
-        todo = sorted({p for p in prompts if p not in self._prompt_cache})
-        if todo:
-            with torch.no_grad():
-                embeds, _, pooled, _ = self._pipe.encode_prompt(
-                    prompt=todo, prompt_2=None, prompt_3=None, device=device,
-                    do_classifier_free_guidance=False,
-                    max_sequence_length=self.max_sequence_length,
-                )  # fmt: skip
-            for i, p in enumerate(todo):
-                self._prompt_cache[p] = (embeds[i].detach(), pooled[i].detach())
-        dtype = self.transformer.dtype
+        self.cache_prompts(prompts)
+        device, dtype = self.t_one.device, self.transformer.dtype
         emb = torch.stack([self._prompt_cache[p][0].to(device, dtype) for p in prompts])
         pooled = torch.stack([self._prompt_cache[p][1].to(device, dtype) for p in prompts])
         return emb, pooled
+
+    def cache_prompts(self, prompts: list[str | None]) -> None:
+        """Encode the prompts not yet in the embedding cache, all in one pass (with
+        ``text_encoders=on_demand``: one load of the encoders for all of them)."""
+        wanted = {p or "" for p in prompts}
+        for p in wanted & self._prompt_cache.keys():
+            self._prompt_cache.move_to_end(p)
+        todo = sorted(wanted - self._prompt_cache.keys())
+        if not todo:
+            return
+        device = self.t_one.device
+        with torch.no_grad(), self._text_encoders_loaded(device):
+            embeds, _, pooled, _ = self._pipe.encode_prompt(
+                prompt=todo, prompt_2=None, prompt_3=None, device=device,
+                do_classifier_free_guidance=False,
+                max_sequence_length=self.max_sequence_length,
+            )  # fmt: skip
+        for i, p in enumerate(todo):
+            self._prompt_cache[p] = (embeds[i].detach(), pooled[i].detach())
+        while len(self._prompt_cache) > max(PROMPT_CACHE_SIZE, len(wanted)):
+            self._prompt_cache.popitem(last=False)
 
     def encode(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, c, H/f, W/f)`` scaled latent
@@ -419,8 +480,8 @@ class SD3LoRA(Backbone):
         self, x: torch.Tensor, prompts: list[str] | None, noise: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The upsampled LR ``(B, 3, H, W)`` in [-1, 1] -> (SR in ~[-1, 1], latent ``z0``)."""
+        emb, pooled = self.prompt_embeddings(prompts, x.shape[0])  # before any activation
         z = self.encode(x, noise)
-        emb, pooled = self.prompt_embeddings(prompts, x.shape[0])
         t = self.t_one.expand(x.shape[0])
         with self.adapter(GENERATOR):
             v = self.velocity(z, t, emb, pooled)
@@ -474,11 +535,14 @@ class SD3LoRA(Backbone):
         gens = None
         if seeds is not None:
             gens = [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+        settings = vsd or VSDSettings()
+        # Every prompt of the step at once, before any activation is kept for backward.
+        extra = [settings.negative_prompt] if self.vsd else []
+        self.cache_prompts([*(prompts or [""] * lr.shape[0]), *extra])
         noise = self._latent_noise(self._latent_shape(hr.shape[-2:], hr.shape[0]), gens, lr.device)
         sr, z0 = self.one_step(lr, prompts, noise)
         out = {"sr": sr, "hr": hr.float() * 2 - 1, "latent": z0}
         if self.vsd:
-            settings = vsd or VSDSettings()
             cond = self.prompt_embeddings(prompts, lr.shape[0])
             out |= self._vsd_outputs(z0, cond, settings, gens)
         return out
