@@ -23,11 +23,13 @@ the fake score), and GRPO's memory at Qwen2.5-VL-3B's shapes.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,23 +38,6 @@ import torch
 from zoomsr.backbones.sd3_medium import CLIP_G, CLIP_L, TRANSFORMER, VAE
 
 GB = 1e9
-# Qwen2.5-VL-3B-Instruct's and -7B-Instruct's published config.json (text and vision parts).
-QWEN_3B = dict(
-    text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-              num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
-              tie_word_embeddings=True),
-    vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                out_hidden_size=2048, fullatt_block_indexes=[7, 15, 23, 31]),
-)  # fmt: skip
-QWEN_7B = dict(
-    text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-              num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-              tie_word_embeddings=False),
-    vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31]),
-)  # fmt: skip
-
-
 def write(folder: Path) -> None:
     """The random real-size SD3 folder (no T5)."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
@@ -86,72 +71,111 @@ def rss_gb() -> float:
     return float("nan")
 
 
-def measure(folder: Path, size: int) -> None:
-    """One coz_lora training step; prints JSON with peak RSS and times."""
+class PhasePeaks:
+    """Peak resident memory per phase of the step, sampled every 20 ms by a thread
+    (``ru_maxrss`` gives only the process's overall peak)."""
+
+    def __init__(self) -> None:
+        self.phase, self.peaks = "build", {}
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss_gb())
+            time.sleep(0.02)
+
+    def enter(self, phase: str) -> None:
+        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss_gb())
+        self.phase = phase
+
+
+def coz_design(backbone):
+    """CoZ's design on zoomsr's step: ``transformer_gen`` and ``transformer_reg`` deep-copied from
+    the frozen ``transformer_org`` (``osediff_sd3.py``), each pass on its own copy: the
+    generator on ``gen`` (generator adapter), the real score on ``org`` (adapters off), the fake
+    score and the regularizer's loss on ``reg`` (regularizer adapter). Same math, 2 more copies."""
+    from zoomsr.backbones.sd3_lora import GENERATOR, REGULARIZER
+
+    org = backbone.transformer
+    # memo: the checkpoint function is a method of the backbone; copy the blocks, not it.
+    gen, reg = (copy.deepcopy(org, memo={id(backbone): backbone}) for _ in range(2))
+    for net, keep in ((gen, GENERATOR), (reg, REGULARIZER)):
+        for name, module in net.named_modules():
+            if hasattr(module, "_active_adapter") and hasattr(module, "_disable_adapters"):
+                module._active_adapter, module._disable_adapters = [keep], False
+        for name, p in net.named_parameters():
+            p.requires_grad_(f".{keep}." in name)
+    for p in org.parameters():
+        p.requires_grad_(False)
+    copies = {GENERATOR: gen, REGULARIZER: reg, None: org}
+    plain_velocity = type(backbone).velocity
+
+    def velocity(z, t, emb, pooled):
+        backbone._modules["transformer"] = copies[backbone._adapter_state]
+        try:
+            return plain_velocity(backbone, z, t, emb, pooled)
+        finally:
+            backbone._modules["transformer"] = org
+
+    backbone.velocity = velocity
+    return [p for net in (gen, reg) for p in net.parameters() if p.requires_grad] + [
+        p for n, p in backbone.vae.named_parameters() if p.requires_grad
+    ]
+
+
+def measure(
+    folder: Path, size: int, text_encoders: str, vae_checkpointing: bool, design: str,
+    vae_dtype: str,
+) -> None:
+    """One coz_lora training step; prints JSON with peak RSS (per phase and overall) and times."""
     from zoomsr.backbones.sd3_lora import SD3LoRA
     from zoomsr.losses.lpips import LPIPSLoss
     from zoomsr.losses.pixel import PixelLoss
     from zoomsr.losses.vsd import RegularizerLoss, VSDLoss
 
+    peaks = PhasePeaks()
     t0 = time.perf_counter()
     backbone = SD3LoRA(
         pretrained=str(folder), use_t5=False, max_sequence_length=77, vsd=True,
-        weight_dtype="bfloat16", gradient_checkpointing=True,
+        weight_dtype="bfloat16", vae_dtype=vae_dtype, gradient_checkpointing=True,
+        text_encoders=text_encoders,
     )  # fmt: skip
+    if not vae_checkpointing:  # the transformer's checkpointing only (zoomsr before issue 17)
+        backbone.vae.disable_gradient_checkpointing()
     vsd = VSDLoss()
     terms = [PixelLoss("l2", "sr", "hr"), LPIPSLoss(pred="sr", target="hr", weight=2.0,
              random_backbone=True), vsd, RegularizerLoss()]  # fmt: skip
     params = [p for p in backbone.parameters() if p.requires_grad]
+    if design == "coz":
+        params = coz_design(backbone)
     opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=1e-2)
     built, rss_built = time.perf_counter() - t0, rss_gb()
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, size // 4, size // 4, generator=g)
     hr = torch.rand(1, 3, size, size, generator=g)
     t1 = time.perf_counter()
+    peaks.enter("forward")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = backbone.training_outputs(lr, hr, ["a photo of a brick wall"],
                                         seeds=torch.tensor([0]), vsd=vsd.settings)  # fmt: skip
         loss = torch.stack([t(out) for t in terms]).sum()
     forward = time.perf_counter() - t1
+    peaks.enter("backward")
     loss.backward()
+    peaks.enter("optimizer")
     opt.step()
+    peaks.enter("done")
     step = time.perf_counter() - t1
     n_tr = sum(p.numel() for n, p in backbone.transformer.named_parameters() if ".lora_" not in n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
     print(json.dumps({
-        "size": size, "loss": float(loss), "build_s": built, "forward_s": forward,
+        "design": design, "size": size, "text_encoders": text_encoders, "vae_dtype": vae_dtype,
+        "vae_checkpointing": vae_checkpointing,
+        "loss": float(loss), "build_s": built, "forward_s": forward,
         "step_s": step, "rss_after_build_gb": rss_built, "peak_rss_gb": peak,
+        "phase_peak_rss_gb": {k: round(v, 3) for k, v in peaks.peaks.items()},
         "transformer_params": n_tr, "trained_params": sum(p.numel() for p in params),
     }))  # fmt: skip
-
-
-def qwen_params(cfg: dict) -> int:
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(
-            Qwen2_5_VLConfig(text_config=cfg["text"], vision_config=cfg["vision"])
-        )
-    return sum(p.numel() for p in model.parameters())
-
-
-def grpo_arithmetic(group: int = 8, tokens: int = 1300, new: int = 32) -> dict:
-    """GRPO step memory at Qwen2.5-VL-3B (policy, reference = the same weights) with a 7B or a
-    3B critic, bf16 weights; logits of ``group`` sequences of ``tokens`` (two 448 px views at
-    the processor's default ~ 2 x 256 + chat) kept in fp32 for the ``new`` sampled tokens."""
-    p3, p7 = qwen_params(QWEN_3B), qwen_params(QWEN_7B)
-    logits = group * new * QWEN_3B["text"]["vocab_size"] * 4 * 2  # logp + softmax grad
-    # Checkpointed layers: one (G, tokens, hidden) bf16 input per layer kept for backward.
-    acts = (
-        group * tokens * QWEN_3B["text"]["hidden_size"] * 2 * QWEN_3B["text"]["num_hidden_layers"]
-    )
-    return {
-        "qwen3b_params": p3, "qwen7b_params": p7,
-        "policy_bf16_gb": 2 * p3 / GB, "critic7b_bf16_gb": 2 * p7 / GB,
-        "logits_gb": logits / GB, "ckpt_acts_gb": acts / GB,
-        "total_7b_critic_gb": (2 * p3 + 2 * p7 + logits + acts) / GB,
-        "total_3b_critic_gb": (4 * p3 + logits + acts) / GB,
-    }  # fmt: skip
 
 
 def main() -> None:
@@ -159,24 +183,37 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=Path("/tmp/sd3_medium_random"))
     ap.add_argument("--size", type=int, default=512, help="HR crop side (coz_lora: 512)")
     ap.add_argument("--phase", choices=["all", "write", "measure"], default="all")
-    ap.add_argument("--arithmetic-only", action="store_true")
+    ap.add_argument("--text-encoders", choices=["keep", "on_demand"], default="on_demand",
+                    help="backbone.text_encoders (on_demand: CLIPs freed once prompts are cached)")
+    ap.add_argument("--design", choices=["zoomsr", "coz", "both"], default="both",
+                    help="coz: three transformer copies (gen, org, reg) as CoZ's osediff_sd3.py; "
+                    "both: each in a fresh process, and their ratio")
+    ap.add_argument("--vae-dtype", choices=["float32", "bfloat16"], default="bfloat16",
+                    help="backbone.vae_dtype (coz_lora: bfloat16)")
+    ap.add_argument("--no-vae-checkpointing", dest="vae_checkpointing", action="store_false",
+                    help="checkpoint the transformer only (zoomsr before issue 17)")
     args = ap.parse_args()
-    if args.arithmetic_only:
-        print(json.dumps(grpo_arithmetic(), indent=1))
-        return
     if args.phase == "write":
         return write(args.folder)
     if args.phase == "measure":
-        return measure(args.folder, args.size)
-    me = [sys.executable, __file__, "--folder", str(args.folder), "--size", str(args.size)]
+        return measure(args.folder, args.size, args.text_encoders, args.vae_checkpointing,
+                       args.design, args.vae_dtype)  # fmt: skip
+    me = [sys.executable, __file__, "--folder", str(args.folder), "--size", str(args.size),
+          "--text-encoders", args.text_encoders, "--vae-dtype", args.vae_dtype]  # fmt: skip
+    if not args.vae_checkpointing:
+        me.append("--no-vae-checkpointing")
     if not (args.folder / "transformer" / "config.json").is_file():
         subprocess.run([*me, "--phase", "write"], check=True)
-    run = subprocess.run([*me, "--phase", "measure"], check=True, capture_output=True, text=True)
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    extra = 2 * result["transformer_params"] * 2  # two more fp16 transformer copies (CoZ)
-    result["coz_design_gb"] = result["peak_rss_gb"] + extra / GB
-    result["ratio"] = result["peak_rss_gb"] / result["coz_design_gb"]
-    print(json.dumps(result, indent=1))
+    results = {}
+    for design in ["zoomsr", "coz"] if args.design == "both" else [args.design]:
+        cmd = [*me, "--design", design, "--phase", "measure"]
+        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        results[design] = json.loads(run.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[design], indent=1), flush=True)
+    if len(results) == 2:
+        ratio = results["zoomsr"]["peak_rss_gb"] / results["coz"]["peak_rss_gb"]
+        same = results["zoomsr"]["loss"] == results["coz"]["loss"]  # the same step, bit for bit
+        print(json.dumps({"ratio_zoomsr_over_coz": ratio, "same_loss": same}))
 
 
 if __name__ == "__main__":

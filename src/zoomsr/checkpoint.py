@@ -181,7 +181,7 @@ def load_backbone(
     cls, kwargs = backbone_spec(
         meta.get("backbone_config") if isinstance(meta, dict) else None, where
     )
-    backbone = build_backbone(cls, kwargs, where)
+    backbone = build_backbone(cls, cls.inference_kwargs(kwargs), where)
     ema = ckpt.get("ema")
     if use_ema and isinstance(ema, dict) and isinstance(ema.get("shadow"), dict):
         state = ema["shadow"]

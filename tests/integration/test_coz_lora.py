@@ -66,7 +66,11 @@ def test_train_evaluate_infer_with_a_lora_only_checkpoint(compose_cfg, small_ima
     assert (lora / "pytorch_lora_weights.safetensors").is_file()
     assert (lora / "vae_encoder_lora.safetensors").is_file()
 
+    # coz_lora trains with the text encoders freed between uses; a rebuilt model for evaluate
+    # and infer keeps them (a chain asks a new prompt at every step).
+    assert "text_encoders: on_demand" in ckpt["zoomsr"]["backbone_config"]
     backbone = load_backbone(result["last_ckpt"])
+    assert not backbone.text_encoders_on_demand and backbone.text_encoder is not None
     trained = {k.removeprefix("backbone."): v for k, v in ckpt["state_dict"].items()}
     for k, v in backbone.trainable_state_dict().items():
         assert torch.equal(v, trained[k]), k

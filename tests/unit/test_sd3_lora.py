@@ -167,6 +167,14 @@ def test_on_demand_text_encoders_give_the_same_embeddings_and_are_freed_after():
     assert len(loads) == 2
 
 
+def test_on_demand_warns_once_when_prompts_keep_changing():
+    b = SD3LoRA(**TINY, vae_lora=False, text_encoders="on_demand")
+    with pytest.warns(UserWarning, match="set backbone.text_encoders=keep") as caught:
+        for i in range(6):
+            b.prompt_embeddings([f"prompt {i}"], 1)
+    assert sum("text_encoders=on_demand" in str(w.message) for w in caught) == 1
+
+
 def test_a_training_step_encodes_its_prompts_and_the_negative_prompt_in_one_load(images):
     lr, hr = images
     b = SD3LoRA(**TINY, vsd=True, text_encoders="on_demand")
@@ -230,3 +238,25 @@ def test_gradient_checkpointing_covers_the_vae_and_keeps_its_gradients(images):
 def test_bad_text_encoders_setting_is_one_line():
     with pytest.raises(ZoomSRError, match="backbone.text_encoders must be 'keep' or 'on_demand'"):
         SD3LoRA(**TINY, text_encoders="lazy")
+
+
+def test_adapters_train_in_float32_over_bfloat16_weights(images):
+    lr, hr = images
+    b = SD3LoRA(**TINY, vsd=True, weight_dtype="bfloat16", vae_dtype="bfloat16")
+    assert b.transformer.dtype == torch.bfloat16 and b.vae.dtype == torch.bfloat16
+    lora = {n: p for n, p in b.named_parameters() if ".lora_" in n}
+    assert {p.dtype for p in lora.values()} == {torch.float32}
+    assert any(n.startswith("transformer.") for n in lora) and any(n.startswith("vae.") for n in lora)
+    randomize(b)
+    before = {n: p.detach().clone() for n, p in lora.items()}
+    opt = torch.optim.AdamW(lora.values(), lr=1e-6)  # updates far below bf16's resolution
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = b.training_outputs(lr, hr, ["a red cat", None], seeds=torch.tensor([3, 4]))
+        loss = sum(t(out) for t in [PixelLoss("l2", "sr", "hr"), VSDLoss(), RegularizerLoss()])
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(before[n], p) for n, p in lora.items() if p.grad is not None)
+    # Without autocast the bf16 VAE takes and gives float32 images.
+    with torch.no_grad():
+        sr = b.upscale(lr, ["a red cat", None])
+    assert sr.dtype == torch.float32 and sr.shape == (2, 3, 32, 32) and torch.isfinite(sr).all()

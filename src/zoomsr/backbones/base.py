@@ -283,6 +283,13 @@ class Backbone(nn.Module):
         imports: raise :class:`ZoomSRError` naming what ``config`` (the ``backbone`` node)
         points at but is missing. Default: nothing to check."""
 
+    @classmethod
+    def inference_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The saved training arguments adjusted for evaluation and inference
+        (:func:`zoomsr.checkpoint.load_backbone`): settings that only save training memory at
+        another cost go back to their inference choice. Default: unchanged."""
+        return kwargs
+
 
 def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad ``(B, C, h, w)`` at the bottom/right to sides that are multiples of ``multiple``:

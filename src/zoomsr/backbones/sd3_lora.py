@@ -51,6 +51,8 @@ ATTENTION_TARGETS = (
 #: Prompt embeddings kept (least recently used dropped): with T5 one is up to 4.8 MB, and a run
 #: whose prompts come from each crop (prompt=tags, prompt=vlm) would otherwise grow without end.
 PROMPT_CACHE_SIZE = 256
+#: ``text_encoders=on_demand`` warns once at this many loads (the prompts are not a fixed set).
+ON_DEMAND_WARN_AFTER = 4
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HOW_TO_GET = (
     "Download a diffusers-layout SD3 folder (e.g. `huggingface-cli download "
@@ -135,7 +137,9 @@ class SD3LoRA(Backbone):
         latent: ``mean`` of the VAE posterior, or a ``sample`` (seeded; CoZ samples).
         encode_shift: subtract the VAE's ``shift_factor`` at encode (default True: as CoZ trains
             and as :meth:`decode` adds it back); False: CoZ's inference, which skips it at encode.
-        weight_dtype: dtype of the frozen transformer and text encoders (VAE stays float32).
+        weight_dtype: dtype of the frozen transformer and text encoders (adapters are float32).
+        vae_dtype: dtype of the VAE's frozen weights (default float32; CoZ keeps it in float16;
+            under ``bf16-mixed`` its convolutions compute in bfloat16 either way).
         gradient_checkpointing: recompute transformer blocks and the VAE's encoder and decoder
             blocks in the backward pass (at 512 px the VAE's saved activations alone are ~4.9 GB
             without it, ~2 GB with it; ``benchmarks/RESULTS.md``).
@@ -165,6 +169,7 @@ class SD3LoRA(Backbone):
         latent: Literal["mean", "sample"] = "sample",
         encode_shift: bool = True,
         weight_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        vae_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         gradient_checkpointing: bool = False,
         text_encoders: Literal["keep", "on_demand"] = "keep",
         seed: int | None = 0,
@@ -172,8 +177,9 @@ class SD3LoRA(Backbone):
         super().__init__()
         if latent not in ("mean", "sample"):
             raise ZoomSRError(f"backbone.latent must be 'mean' or 'sample', got {latent!r}")
-        if weight_dtype not in DTYPES:
-            raise ZoomSRError(f"backbone.weight_dtype must be one of {list(DTYPES)}")
+        for key, value in (("weight_dtype", weight_dtype), ("vae_dtype", vae_dtype)):
+            if value not in DTYPES:
+                raise ZoomSRError(f"backbone.{key} must be one of {list(DTYPES)}, got {value!r}")
         if text_encoders not in ("keep", "on_demand"):
             raise ZoomSRError(
                 f"backbone.text_encoders must be 'keep' or 'on_demand', got {text_encoders!r}"
@@ -184,7 +190,8 @@ class SD3LoRA(Backbone):
         self.max_sequence_length = max_sequence_length
         self._folder, self._use_t5, self._dtype = folder, use_t5, DTYPES[weight_dtype]
         self.text_encoders_on_demand = text_encoders == "on_demand"
-        self._load(folder, use_t5, DTYPES[weight_dtype])
+        self._encoder_loads = 0
+        self._load(folder, use_t5, DTYPES[weight_dtype], DTYPES[vae_dtype])
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         # HR sides must be multiples of vae_factor * patch_size (Backbone.upscale pads to it),
         # and at most pos_embed_max_size patches (the positional range; 192 in SD3-medium).
@@ -211,8 +218,13 @@ class SD3LoRA(Backbone):
         if str(config.pretrained) != TINY_ID:  # the tiny folder is built on first use
             resolve_pretrained(str(config.pretrained), bool(config.get("use_t5", True)))
 
+    @classmethod
+    def inference_kwargs(cls, kwargs: dict) -> dict:
+        """A chain asks a new prompt at every step: keep the text encoders loaded there."""
+        return {**kwargs, "text_encoders": "keep"}
+
     # -- building ---------------------------------------------------------------------------
-    def _load(self, folder: Path, use_t5: bool, dtype: torch.dtype) -> None:
+    def _load(self, folder: Path, use_t5: bool, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
         """The frozen SD3 parts, each from its subfolder (no pipeline download logic)."""
         from diffusers import (
             AutoencoderKL,
@@ -225,7 +237,7 @@ class SD3LoRA(Backbone):
         self.transformer = SD3Transformer2DModel.from_pretrained(
             folder, subfolder="transformer", torch_dtype=dtype
         )
-        self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype)
         encoders = (None, None, None) if self.text_encoders_on_demand else self._text_encoder_parts()
         self.text_encoder, self.text_encoder_2, self.text_encoder_3 = encoders
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
@@ -278,6 +290,14 @@ class SD3LoRA(Backbone):
         if not self.text_encoders_on_demand:
             yield
             return
+        self._encoder_loads += 1
+        if self._encoder_loads == ON_DEMAND_WARN_AFTER:
+            warnings.warn(
+                f"backbone.text_encoders=on_demand has loaded the text encoders "
+                f"{self._encoder_loads} times: the prompts change from step to step, so each "
+                "step reads them from disk again; set backbone.text_encoders=keep",
+                stacklevel=2,
+            )
         parts = [p.to(device) if p is not None else None for p in self._text_encoder_parts()]
         names = ("text_encoder", "text_encoder_2", "text_encoder_3")
         for name, part in zip(names, parts):
@@ -335,9 +355,13 @@ class SD3LoRA(Backbone):
                 target_modules=encoder,
             )  # fmt: skip
             self.vae.add_adapter(self.vae_lora_config, adapter_name=ENCODER)
-        # add_adapter leaves only the last adapter trainable: make every adapter train.
+        # add_adapter leaves only the last adapter trainable: make every adapter train. peft
+        # builds an adapter in its layer's dtype: trained weights are kept in float32 whatever
+        # weight_dtype is (bf16 would lose AdamW's small updates); peft casts at the layer.
         for n, p in self.named_parameters():
             p.requires_grad_(".lora_" in n)
+            if ".lora_" in n:
+                p.data = p.data.float()
 
     # -- adapter switching -------------------------------------------------------------------
     def _lora_layers(self) -> Iterator[nn.Module]:
@@ -419,8 +443,8 @@ class SD3LoRA(Backbone):
     def encode(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, c, H/f, W/f)`` scaled latent
         ``(E(x) - shift) * scaling``; ``noise`` (unit normal) draws a posterior sample."""
-        dist = self.vae.encode(image.float()).latent_dist
-        z = dist.mean if noise is None else dist.mean + dist.std * noise
+        dist = self.vae.encode(image.to(self.vae.dtype)).latent_dist
+        z = dist.mean.float() if noise is None else dist.mean.float() + dist.std.float() * noise
         cfg = self.vae.config
         shift = (cfg.shift_factor or 0.0) if self.encode_shift else 0.0
         return (z - shift) * cfg.scaling_factor
@@ -428,7 +452,9 @@ class SD3LoRA(Backbone):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse scaling of :meth:`encode`, then the VAE decoder: ``(B, 3, H, W)`` in ~[-1, 1]."""
         cfg = self.vae.config
-        return self.vae.decode(z.float() / cfg.scaling_factor + (cfg.shift_factor or 0.0)).sample
+        z = z.float() / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        x = self.vae.decode(z.to(self.vae.dtype)).sample
+        return x if self.vae.dtype == torch.float32 else x.float()
 
     def velocity(
         self, z: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, pooled: torch.Tensor
