@@ -73,20 +73,30 @@ def rss_gb() -> float:
 
 class PhasePeaks:
     """Peak resident memory per phase of the step, sampled every 20 ms by a thread
-    (``ru_maxrss`` gives only the process's overall peak)."""
+    (``ru_maxrss`` gives only the process's overall peak); ``stop()`` ends the sampling."""
 
     def __init__(self) -> None:
         self.phase, self.peaks = "build", {}
-        threading.Thread(target=self._watch, daemon=True).start()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _record(self) -> None:
+        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss_gb())
 
     def _watch(self) -> None:
-        while True:
-            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss_gb())
-            time.sleep(0.02)
+        while not self._stopped.wait(0.02):
+            self._record()
 
     def enter(self, phase: str) -> None:
-        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss_gb())
+        self._record()
         self.phase = phase
+
+    def stop(self) -> dict[str, float]:
+        self._record()
+        self._stopped.set()
+        self._thread.join()
+        return {k: round(v, 3) for k, v in self.peaks.items()}
 
 
 def coz_design(backbone):
@@ -164,7 +174,7 @@ def measure(
     loss.backward()
     peaks.enter("optimizer")
     opt.step()
-    peaks.enter("done")
+    phase_peaks = peaks.stop()
     step = time.perf_counter() - t1
     n_tr = sum(p.numel() for n, p in backbone.transformer.named_parameters() if ".lora_" not in n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
@@ -173,7 +183,7 @@ def measure(
         "vae_checkpointing": vae_checkpointing,
         "loss": float(loss), "build_s": built, "forward_s": forward,
         "step_s": step, "rss_after_build_gb": rss_built, "peak_rss_gb": peak,
-        "phase_peak_rss_gb": {k: round(v, 3) for k, v in peaks.peaks.items()},
+        "phase_peak_rss_gb": phase_peaks,
         "transformer_params": n_tr, "trained_params": sum(p.numel() for p in params),
     }))  # fmt: skip
 
