@@ -1,23 +1,25 @@
 """Peak memory and time of one ``experiment=coz_lora`` training step at SD3-medium's real shapes,
-against Chain-of-Zoom's design (a separate transformer copy for the generator, the real and
-the fake score), and GRPO's memory at Qwen2.5-VL-3B's shapes.
+zoomsr's design against Chain-of-Zoom's (a separate transformer copy for the generator, the real
+and the fake score), both measured.
 
-  python benchmarks/bench_sd3_train_memory.py --size 256 --folder /tmp/sd3_random
-  python benchmarks/bench_sd3_train_memory.py --arithmetic-only
+  python benchmarks/bench_sd3_train_memory.py --size 512 --repeats 3
+  python benchmarks/bench_sd3_train_memory.py --size 512 --text-encoders keep
 
 1. ``write``: SD3-medium's transformer, VAE and both CLIP encoders from their published configs
    (random weights, transformer and CLIPs in bf16, VAE in fp32; no T5, ``use_t5=false``), saved
    as a diffusers folder (tokenizers and scheduler from zoomsr's tiny SD3 folder; the token ids
    they give are valid for the real vocabularies).
-2. ``measure`` (a fresh process): ``SD3LoRA`` loads that folder through its real path
-   (``vsd=true``, bf16, gradient checkpointing, adapters as ``coz_lora``), then one step: the
-   generator, VSD with the guided real score (CFG 7.5, negative prompt), the regularizer's
-   loss, L2 + LPIPS (random VGG: same shapes), backward and AdamW, under bf16 autocast as
-   ``trainer.precision=bf16-mixed``. Reports the process's peak RSS (``ru_maxrss``) and times.
-3. CoZ's design keeps two more transformer copies (``transformer_gen``, ``transformer_reg``
-   deep-copied from ``transformer_org``, ``osediff_sd3.py``) in its fp16: the same step plus
-   ``2 x n_transformer x 2`` bytes (exact parameter count), since the machine (24 GB, shared)
-   cannot hold three real transformers next to the rest; printed as arithmetic.
+2. ``measure`` (a fresh process per run): ``SD3LoRA`` loads that folder through its real path
+   with coz_lora's settings (``vsd=true``, bf16 weights, ``vae_dtype=bfloat16``, gradient
+   checkpointing of the transformer and the VAE, ``text_encoders=on_demand``, its adapters),
+   then one step: the generator, VSD with the guided real score (CFG 7.5, negative prompt), the
+   regularizer's loss, L2 + LPIPS (random VGG: same shapes), backward and AdamW, under bf16
+   autocast as ``trainer.precision=bf16-mixed``. Reports the peak RSS (``ru_maxrss``), the peak
+   of each phase (a 20 ms sampler) and the times.
+3. ``--design coz`` runs the same step on CoZ's layout (``osediff_sd3.py``): ``transformer_gen``
+   and ``transformer_reg`` deep-copied from the frozen ``transformer_org``, each pass on its own
+   copy. ``both`` (default) alternates the two designs, ``--repeats`` times each, and prints the
+   ratio of the median peaks and whether the losses agree bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import copy
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,6 +41,8 @@ import torch
 from zoomsr.backbones.sd3_medium import CLIP_G, CLIP_L, TRANSFORMER, VAE
 
 GB = 1e9
+
+
 def write(folder: Path) -> None:
     """The random real-size SD3 folder (no T5)."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
@@ -110,7 +115,7 @@ def coz_design(backbone):
     # memo: the checkpoint function is a method of the backbone; copy the blocks, not it.
     gen, reg = (copy.deepcopy(org, memo={id(backbone): backbone}) for _ in range(2))
     for net, keep in ((gen, GENERATOR), (reg, REGULARIZER)):
-        for name, module in net.named_modules():
+        for module in net.modules():
             if hasattr(module, "_active_adapter") and hasattr(module, "_disable_adapters"):
                 module._active_adapter, module._disable_adapters = [keep], False
         for name, p in net.named_parameters():
@@ -134,7 +139,11 @@ def coz_design(backbone):
 
 
 def measure(
-    folder: Path, size: int, text_encoders: str, vae_checkpointing: bool, design: str,
+    folder: Path,
+    size: int,
+    text_encoders: str,
+    vae_checkpointing: bool,
+    design: str,
     vae_dtype: str,
 ) -> None:
     """One coz_lora training step; prints JSON with peak RSS (per phase and overall) and times."""
@@ -193,15 +202,32 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=Path("/tmp/sd3_medium_random"))
     ap.add_argument("--size", type=int, default=512, help="HR crop side (coz_lora: 512)")
     ap.add_argument("--phase", choices=["all", "write", "measure"], default="all")
-    ap.add_argument("--text-encoders", choices=["keep", "on_demand"], default="on_demand",
-                    help="backbone.text_encoders (on_demand: CLIPs freed once prompts are cached)")
-    ap.add_argument("--design", choices=["zoomsr", "coz", "both"], default="both",
-                    help="coz: three transformer copies (gen, org, reg) as CoZ's osediff_sd3.py; "
-                    "both: each in a fresh process, and their ratio")
-    ap.add_argument("--vae-dtype", choices=["float32", "bfloat16"], default="bfloat16",
-                    help="backbone.vae_dtype (coz_lora: bfloat16)")
-    ap.add_argument("--no-vae-checkpointing", dest="vae_checkpointing", action="store_false",
-                    help="checkpoint the transformer only (zoomsr before issue 17)")
+    ap.add_argument(
+        "--text-encoders",
+        choices=["keep", "on_demand"],
+        default="on_demand",
+        help="backbone.text_encoders (on_demand: CLIPs freed once prompts are cached)",
+    )
+    ap.add_argument(
+        "--design",
+        choices=["zoomsr", "coz", "both"],
+        default="both",
+        help="coz: three transformer copies (gen, org, reg) as CoZ's osediff_sd3.py; "
+        "both: each in a fresh process, and their ratio",
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="fresh processes per design (median)")
+    ap.add_argument(
+        "--vae-dtype",
+        choices=["float32", "bfloat16"],
+        default="bfloat16",
+        help="backbone.vae_dtype (coz_lora: bfloat16)",
+    )
+    ap.add_argument(
+        "--no-vae-checkpointing",
+        dest="vae_checkpointing",
+        action="store_false",
+        help="checkpoint the transformer only (zoomsr before issue 17)",
+    )
     args = ap.parse_args()
     if args.phase == "write":
         return write(args.folder)
@@ -214,16 +240,30 @@ def main() -> None:
         me.append("--no-vae-checkpointing")
     if not (args.folder / "transformer" / "config.json").is_file():
         subprocess.run([*me, "--phase", "write"], check=True)
-    results = {}
-    for design in ["zoomsr", "coz"] if args.design == "both" else [args.design]:
-        cmd = [*me, "--design", design, "--phase", "measure"]
-        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        results[design] = json.loads(run.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[design], indent=1), flush=True)
-    if len(results) == 2:
-        ratio = results["zoomsr"]["peak_rss_gb"] / results["coz"]["peak_rss_gb"]
-        same = results["zoomsr"]["loss"] == results["coz"]["loss"]  # the same step, bit for bit
-        print(json.dumps({"ratio_zoomsr_over_coz": ratio, "same_loss": same}))
+    runs: dict[str, list[dict]] = {}
+    designs = ["zoomsr", "coz"] if args.design == "both" else [args.design]
+    for _ in range(args.repeats):  # designs alternate: a slow drift of the machine hits both
+        for design in designs:
+            cmd = [*me, "--design", design, "--phase", "measure"]
+            run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            runs.setdefault(design, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[design][-1], indent=1), flush=True)
+    summary = {}
+    for design, results in runs.items():
+        peaks = [r["peak_rss_gb"] for r in results]
+        summary[design] = {
+            "median_peak_rss_gb": statistics.median(peaks),
+            "min_gb": min(peaks),
+            "max_gb": max(peaks),
+            "median_step_s": statistics.median(r["step_s"] for r in results),
+        }
+    if len(runs) == 2:
+        summary["ratio_zoomsr_over_coz"] = (
+            summary["zoomsr"]["median_peak_rss_gb"] / summary["coz"]["median_peak_rss_gb"]
+        )
+        # The same step bit for bit: the designs differ only in where the weights live.
+        summary["same_loss"] = len({r["loss"] for rs in runs.values() for r in rs}) == 1
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

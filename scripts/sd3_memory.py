@@ -76,7 +76,8 @@ def main() -> None:
     print(f"\nCoZ keeps 3 transformers (frozen, generator, regularizer): {coz / 1e9:.2f} B params "
           f"= {2 * coz / GB:.1f} GB in its float16 (osediff_sd3.py loads the pipeline in float16 "
           "and deep-copies it; the copies' `.float()` is commented out). One shared transformer "
-          f"with two adapters: {2 * one / GB:.1f} GB in bf16; saved {4 * one / GB:.1f} GB.")  # fmt: skip
+          f"with two adapters: {2 * one / GB:.1f} GB in bf16; saved "
+          f"{4 * one / GB:.1f} GB.")  # fmt: skip
 
 
 if __name__ == "__main__":

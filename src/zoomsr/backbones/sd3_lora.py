@@ -238,7 +238,8 @@ class SD3LoRA(Backbone):
             folder, subfolder="transformer", torch_dtype=dtype
         )
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype)
-        encoders = (None, None, None) if self.text_encoders_on_demand else self._text_encoder_parts()
+        kept = not self.text_encoders_on_demand
+        encoders = self._text_encoder_parts() if kept else (None, None, None)
         self.text_encoder, self.text_encoder_2, self.text_encoder_3 = encoders
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
         self.transformer.requires_grad_(False)
