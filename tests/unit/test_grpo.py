@@ -3,6 +3,7 @@ group-normalized advantages, the clipped objective with its KL term."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -183,3 +184,36 @@ def test_a_critic_shares_by_folder_and_only_the_policys_folder():
         _grpo(CriticReward(model="policy", dtype="bfloat16"))  # the tiny policy is float32
     with pytest.raises(ZoomSRError, match=r"critic\.model=policy"):
         CriticReward(model="policy")(["a cat"], WIDE, ZOOM)  # no GRPO policy to borrow
+
+
+def test_the_loss_pass_recomputes_each_layer_and_keeps_no_vision_graph():
+    from zoomsr.modules.grpo_module import GRPOModule
+
+    opt = functools.partial(torch.optim.AdamW, lr=1e-3)
+    module = GRPOModule(policy="tiny", rewards={"phrase": PhraseExclusionReward()}, optimizer=opt,
+                        group_size=2, max_new_tokens=4, max_pixels=56 * 56,
+                        gradient_checkpointing=True)  # fmt: skip
+    torch.manual_seed(0)
+    ro = module.rollout(WIDE, ZOOM)
+    assert ro.completion.shape == (2, 4)  # sampling keeps its KV cache (layers in eval mode)
+    net = module.policy.base_model.model.model
+    calls, vision = [], []
+    net.language_model.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    net.visual.register_forward_hook(lambda m, i, o: vision.append(o.pooler_output.requires_grad))
+    lora = [p for p in module.policy.parameters() if p.requires_grad]
+
+    def grads(checkpointed: bool) -> list[torch.Tensor]:
+        calls.clear()
+        module.policy.zero_grad()
+        with module.checkpointed_layers() if checkpointed else contextlib.nullcontext():
+            module.token_logprobs(ro).sum().backward()
+        return [p.grad.clone() for p in lora]
+
+    recomputed = grads(True)
+    assert len(calls) == 2 and vision == [False]  # forward + recompute; no vision-tower graph
+    kept = grads(False)
+    assert len(calls) == 1
+    for a, b in zip(recomputed, kept):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in kept)
+    assert not net.language_model.layers[0].training  # eval mode again after the pass

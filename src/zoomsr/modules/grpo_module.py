@@ -25,7 +25,8 @@ Lightning checkpoints keep the adapter (and optimizer) only, so ``ckpt_path=`` r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ class GRPOModule(pl.LightningModule):
         lora_rank, lora_alpha, lora_dropout, lora_targets: the adapter (peft ``LoraConfig``).
         instruction: the policy's two-view instruction (default CoZ's, as ``prompt=vlm``).
         dtype, max_pixels: as ``prompt=vlm``.
-        gradient_checkpointing: recompute the VLM's layers in the backward pass.
+        gradient_checkpointing: recompute the VLM's layers in the backward pass of the loss
+            (:meth:`checkpointed_layers`).
         samples_every: steps between logging a table of sampled prompts and rewards (0: off).
     """
 
@@ -121,12 +123,15 @@ class GRPOModule(pl.LightningModule):
             r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=list(lora_targets), init_lora_weights=True,
         )  # fmt: skip
+        self.policy = get_peft_model(base, self.lora_config)
         if gradient_checkpointing:
             base.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
-            base.enable_input_require_grads()
-        self.policy = get_peft_model(base, self.lora_config)
+            # Non-reentrant checkpointing needs no input with requires_grad; the hooks that
+            # force it would also hook the vision tower's patch embedding, so its whole graph
+            # (no adapter there) would be kept and back-propagated.
+            base.disable_input_require_grads()
         for reward in rewards.values():
             reward.share_policy(SharedPolicy(self.policy, Path(policy)))
         self.rewards = nn.ModuleDict(rewards)
@@ -187,9 +192,31 @@ class GRPOModule(pl.LightningModule):
         """``(G, T)`` log-probabilities of the sampled tokens under the current model (logits of
         the last ``T + 1`` positions only: ``(G, T, V)``, not ``(G, P + T, V)``)."""
         t = ro.completion.shape[1]
-        logits = self.policy(**ro.inputs, logits_to_keep=t + 1).logits[:, :-1].float()
+        out = self.policy(**ro.inputs, logits_to_keep=t + 1, use_cache=False)
+        logits = out.logits[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1)
         return logp.gather(-1, ro.completion[..., None]).squeeze(-1)
+
+    @contextlib.contextmanager
+    def checkpointed_layers(self) -> Iterator[None]:
+        """Gradient checkpointing in effect for the loss pass (a no-op without
+        ``gradient_checkpointing``). transformers checkpoints a layer only while its own
+        ``training`` flag is set, and then drops the KV cache, so the VLM, in eval mode, would
+        keep every layer's activations: the flag is set on the checkpointed layers alone, for the
+        pass; their sub-modules (dropout) stay in eval mode: the same function as sampled."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [
+            m for m in self.policy.modules()
+            if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+        ]  # fmt: skip
+        for layer in layers:
+            layer.training = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.training = False
 
     def score(self, ro: Rollout, wide, zoom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(G,)`` summed rewards, and each reward's values."""
@@ -220,7 +247,7 @@ class GRPOModule(pl.LightningModule):
         opt = self.optimizers()
         for _ in range(self.updates_per_batch):
             opt.zero_grad()
-            with profile("grpo/loss_backward"):
+            with profile("grpo/loss_backward"), self.checkpointed_layers():
                 for ro, adv in zip(rollouts, advantages):
                     loss, stats = grpo_loss(self.token_logprobs(ro), ro.old_logp, ro.ref_logp,
                                             adv, ro.mask, self.clip_eps, self.kl_beta)  # fmt: skip
