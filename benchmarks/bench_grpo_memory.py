@@ -97,9 +97,11 @@ def write(folder: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def rss_gb() -> float:
+def rss_gb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``: all of it; ``RssAnon``: without the pages of
+    mapped files, e.g. the safetensors weights transformers maps, which the kernel may evict)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024 / GB
     return float("nan")
 
@@ -110,33 +112,35 @@ def maxrss_gb() -> float:
 
 class PhaseProfiler(Profiler):
     """Lightning profiler of the GRPO module's ``grpo/<phase>`` sections: per phase its seconds
-    (summed over the pairs of a batch), the highest RSS a 20 ms sampler saw during it and
-    ``ru_maxrss`` at its end. Each finished phase is also printed to stderr (a long run that is
-    stopped still shows the phases it finished)."""
+    (summed over the pairs of a batch), the highest RSS (and anonymous RSS) a 20 ms sampler saw
+    during it and ``ru_maxrss`` at its end. Each finished phase is also printed to stderr (a
+    long run that is stopped still shows the phases it finished)."""
 
     def __init__(self, interval: float = 0.02) -> None:
         super().__init__()
         self.phases: dict[str, dict[str, float]] = {}
-        self.interval, self._peak, self._t0 = interval, 0.0, 0.0
+        self.interval, self._peak, self._anon, self._t0 = interval, 0.0, 0.0, 0.0
         self._done = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
         while not self._done.wait(self.interval):
             self._peak = max(self._peak, rss_gb())
+            self._anon = max(self._anon, rss_gb("RssAnon"))
 
     def start(self, action_name: str) -> None:
         if action_name.startswith("grpo/"):
-            self._peak, self._t0 = rss_gb(), time.perf_counter()
+            self._peak, self._anon, self._t0 = rss_gb(), rss_gb("RssAnon"), time.perf_counter()
 
     def stop(self, action_name: str) -> None:
         if action_name.startswith("grpo/"):
             self.record(action_name.removeprefix("grpo/"), time.perf_counter() - self._t0)
 
     def record(self, name: str, seconds: float) -> None:
-        phase = self.phases.setdefault(name, {"s": 0.0, "peak_rss_gb": 0.0})
+        phase = self.phases.setdefault(name, {"s": 0.0, "peak_rss_gb": 0.0, "peak_anon_gb": 0.0})
         phase["s"] += seconds
         phase["peak_rss_gb"] = max(phase["peak_rss_gb"], self._peak, rss_gb())
+        phase["peak_anon_gb"] = max(phase["peak_anon_gb"], self._anon, rss_gb("RssAnon"))
         phase["ru_maxrss_gb"] = maxrss_gb()
         print(json.dumps({name: phase}), file=sys.stderr, flush=True)
 

@@ -35,6 +35,7 @@ def test_one_grpo_step_reports_every_phase(bench):
         # the kernel's high-water mark (ru_maxrss) is updated lazily: within 1% of a sample
         assert 0.1 < phase["peak_rss_gb"] <= 1.01 * phase["ru_maxrss_gb"], name
         assert phase["ru_maxrss_gb"] <= peak < 24, name
+        assert 0 < phase["peak_anon_gb"] <= phase["peak_rss_gb"], name
     assert result["step_s"] == pytest.approx(sum(result["phases"][p]["s"] for p in bench.PHASES))
     with safe_open(str(tiny / "model.safetensors"), "pt") as f:
         names = f.keys()  # safe_open is not iterable
