@@ -3,6 +3,7 @@ group-normalized advantages, the clipped objective with its KL term."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -129,3 +130,90 @@ def test_missing_critic_weights_name_the_key(tmp_path):
 
     with pytest.raises(ZoomSRError, match=r"critic VLM .*grpo\.module\.rewards\.critic\.model="):
         CriticReward(model=str(tmp_path / "no_such_vlm"))
+
+
+def _grpo(critic: CriticReward):
+    from zoomsr.modules.grpo_module import GRPOModule
+
+    opt = functools.partial(torch.optim.AdamW, lr=1e-3)
+    return GRPOModule(policy="tiny", rewards={"critic": critic}, optimizer=opt, max_pixels=56 * 56)
+
+
+def test_a_critic_of_the_policys_model_scores_with_its_weights_adapter_off():
+    from zoomsr.prompts.tiny import ensure_tiny_vlm
+
+    critic = CriticReward(model="policy", max_pixels=56 * 56)
+    module = _grpo(critic)
+    # No weights of its own: the module's parameters are the policy's, once.
+    assert critic.shared.model is module.policy and critic.loader is None
+    assert sum(p.numel() for p in critic.parameters()) == 0
+    assert sum(p.numel() for p in module.parameters()) == sum(
+        p.numel() for p in module.policy.parameters()
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained adapter: the policy's outputs differ from the base's
+        for name, p in module.policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    ids = torch.tensor([[1, 70, 71, 72, 73, 2]])
+    before = module.policy(input_ids=ids).logits
+    with module.policy.disable_adapter():
+        base = module.policy(input_ids=ids).logits
+    assert not torch.allclose(before, base, atol=1e-3)
+
+    texts = ["red brick wall", "a cat", "ivy and moss"]
+    scores = critic(texts, WIDE, ZOOM)
+    separate = CriticReward(model=str(ensure_tiny_vlm("tiny")), max_pixels=56 * 56)
+    torch.testing.assert_close(scores, separate(texts, WIDE, ZOOM), rtol=0, atol=1e-6)
+    assert separate.shared is None and sum(p.numel() for p in separate.parameters()) > 0
+    # The adapter is on again afterwards: the policy's outputs are as before.
+    torch.testing.assert_close(module.policy(input_ids=ids).logits, before, rtol=0, atol=0)
+
+
+def test_a_critic_shares_by_folder_and_only_the_policys_folder():
+    from zoomsr.errors import ZoomSRError
+    from zoomsr.prompts.tiny import ensure_tiny_vlm
+
+    same = CriticReward(model=str(ensure_tiny_vlm("tiny")), max_pixels=56 * 56)
+    other = CriticReward(model="tiny-critic", max_pixels=56 * 56)
+    module = _grpo(same)
+    other.share_policy(same.shared)
+    assert same.shared.model is module.policy and same.loader is None
+    assert other.shared is None and other.loader is not None  # a different model: its own
+    with pytest.raises(ZoomSRError, match=r"dtype=auto"):
+        _grpo(CriticReward(model="policy", dtype="bfloat16"))  # the tiny policy is float32
+    with pytest.raises(ZoomSRError, match=r"critic\.model=policy"):
+        CriticReward(model="policy")(["a cat"], WIDE, ZOOM)  # no GRPO policy to borrow
+
+
+def test_the_loss_pass_recomputes_each_layer_and_keeps_no_vision_graph():
+    from zoomsr.modules.grpo_module import GRPOModule
+
+    opt = functools.partial(torch.optim.AdamW, lr=1e-3)
+    module = GRPOModule(policy="tiny", rewards={"phrase": PhraseExclusionReward()}, optimizer=opt,
+                        group_size=2, max_new_tokens=4, max_pixels=56 * 56,
+                        gradient_checkpointing=True)  # fmt: skip
+    torch.manual_seed(0)
+    ro = module.rollout(WIDE, ZOOM)
+    assert ro.completion.shape == (2, 4)  # sampling keeps its KV cache (layers in eval mode)
+    net = module.policy.base_model.model.model
+    calls, vision = [], []
+    net.language_model.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    net.visual.register_forward_hook(lambda m, i, o: vision.append(o.pooler_output.requires_grad))
+    lora = [p for p in module.policy.parameters() if p.requires_grad]
+
+    def grads(checkpointed: bool) -> list[torch.Tensor]:
+        calls.clear()
+        module.policy.zero_grad()
+        with module.checkpointed_layers() if checkpointed else contextlib.nullcontext():
+            module.token_logprobs(ro).sum().backward()
+        return [p.grad.clone() for p in lora]
+
+    recomputed = grads(True)
+    assert len(calls) == 2 and vision == [False]  # forward + recompute; no vision-tower graph
+    kept = grads(False)
+    assert len(calls) == 1
+    for a, b in zip(recomputed, kept):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in kept)
+    assert not net.language_model.layers[0].training  # eval mode again after the pass

@@ -12,6 +12,12 @@ for every (wide view, zoomed view) pair of the batch:
 3. group-normalized advantages, then ``updates_per_batch`` optimizer steps on the clipped GRPO
    objective with a KL term to the reference (:mod:`zoomsr.losses.grpo`).
 
+A local critic whose model is the policy's (``rewards.critic.model: policy``, or the same
+folder) shares the policy's weights: it scores with the base model, adapter disabled
+(:meth:`~zoomsr.prompts.rewards.Reward.share_policy`), so the step holds one copy of the VLM.
+The phases of a step are named for Lightning's profiler (``grpo/sample``, ``grpo/reward``,
+``grpo/logprobs``, ``grpo/loss_backward``, ``grpo/optimizer``; ``Trainer(profiler=...)``).
+
 The adapter is saved in peft's format as ``<run>/VLM_LoRA/checkpoint-<step>/`` (CoZ's
 ``ckpt/VLM_LoRA/checkpoint-10000`` layout), the folder ``prompt=vlm prompt.adapter=DIR`` loads;
 Lightning checkpoints keep the adapter (and optimizer) only, so ``ckpt_path=`` resumes.
@@ -19,7 +25,8 @@ Lightning checkpoints keep the adapter (and optimizer) only, so ``ckpt_path=`` r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from torch import nn
 from zoomsr.losses.grpo import group_advantages, grpo_loss
 from zoomsr.prompts.base import MULTI_VIEW_INSTRUCTION, to_pil
 from zoomsr.prompts.hub import resolve_pretrained
-from zoomsr.prompts.rewards import Reward
+from zoomsr.prompts.rewards import Reward, SharedPolicy
 from zoomsr.prompts.tiny import resolve_vlm
 from zoomsr.prompts.vlm import VLMPrompt, messages
 
@@ -58,7 +65,8 @@ class GRPOModule(pl.LightningModule):
     Args:
         policy: the VLM folder or HF-cache id (``prompt.model``'s default model); ``tiny``: a
             tiny random Qwen2.5-VL written once under ``$ZOOMSR_CACHE`` (tests, ``debug=tiny``).
-        rewards: named :class:`~zoomsr.prompts.rewards.Reward` terms, each with its weight.
+        rewards: named :class:`~zoomsr.prompts.rewards.Reward` terms, each with its weight;
+            each is offered the policy (:meth:`~zoomsr.prompts.rewards.Reward.share_policy`).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``), over the adapter only.
         scheduler: optional ``optimizer -> LRScheduler``, stepped every optimizer step.
         group_size: ``G`` prompts sampled per pair (>= 2).
@@ -72,7 +80,8 @@ class GRPOModule(pl.LightningModule):
         lora_rank, lora_alpha, lora_dropout, lora_targets: the adapter (peft ``LoraConfig``).
         instruction: the policy's two-view instruction (default CoZ's, as ``prompt=vlm``).
         dtype, max_pixels: as ``prompt=vlm``.
-        gradient_checkpointing: recompute the VLM's layers in the backward pass.
+        gradient_checkpointing: recompute the VLM's layers in the backward pass of the loss
+            (:meth:`checkpointed_layers`).
         samples_every: steps between logging a table of sampled prompts and rewards (0: off).
     """
 
@@ -114,12 +123,17 @@ class GRPOModule(pl.LightningModule):
             r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
             target_modules=list(lora_targets), init_lora_weights=True,
         )  # fmt: skip
+        self.policy = get_peft_model(base, self.lora_config)
         if gradient_checkpointing:
             base.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
-            base.enable_input_require_grads()
-        self.policy = get_peft_model(base, self.lora_config)
+            # Non-reentrant checkpointing needs no input with requires_grad; the hooks that
+            # force it would also hook the vision tower's patch embedding, so its whole graph
+            # (no adapter there) would be kept and back-propagated.
+            base.disable_input_require_grads()
+        for reward in rewards.values():
+            reward.share_policy(SharedPolicy(self.policy, Path(policy)))
         self.rewards = nn.ModuleDict(rewards)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.group_size, self.max_new_tokens = group_size, max_new_tokens
@@ -141,7 +155,7 @@ class GRPOModule(pl.LightningModule):
         out = self.policy.generate(
             **enc, max_new_tokens=self.max_new_tokens, do_sample=True,
             temperature=self.temperature, top_p=self.top_p,
-            num_return_sequences=self.group_size, suppress_tokens=self._vision_tokens(),
+            num_return_sequences=self.group_size, suppress_tokens=self._suppressed_tokens(),
         )  # fmt: skip
         prompt_len = enc["input_ids"].shape[1]
         completion = out[:, prompt_len:]
@@ -165,17 +179,48 @@ class GRPOModule(pl.LightningModule):
         texts = [" ".join(t.split()) for t in texts]
         return Rollout(inputs, prompt_len, completion, mask, texts)
 
-    def _vision_tokens(self) -> list[int]:
-        """Qwen's image/video placeholder tokens: a sampled one would be read as an image slot
-        (a random or young policy can emit them)."""
-        vocab = self.processor.tokenizer.get_vocab()
-        return [vocab[t] for t in VISION_TOKENS if t in vocab]
+    def _suppressed_tokens(self) -> list[int]:
+        """Qwen's image/video placeholder tokens (a sampled one would be read as an image slot)
+        and the embedding rows no token has (Qwen2.5-VL: 151936 rows, 151665 tokens): a random
+        or young policy can emit either."""
+        tokenizer = self.processor.tokenizer
+        vocab = tokenizer.get_vocab()
+        rows = self.policy.get_input_embeddings().num_embeddings
+        return [vocab[t] for t in VISION_TOKENS if t in vocab] + list(range(len(tokenizer), rows))
 
     def token_logprobs(self, ro: Rollout) -> torch.Tensor:
-        """``(G, T)`` log-probabilities of the sampled tokens under the current model."""
-        logits = self.policy(**ro.inputs).logits[:, ro.prompt_len - 1 : -1].float()
+        """``(G, T)`` log-probabilities of the sampled tokens under the current model (logits of
+        the last ``T + 1`` positions only: ``(G, T, V)``, not ``(G, P + T, V)``)."""
+        seq, t = ro.inputs["input_ids"].shape[1], ro.completion.shape[1]
+        # Positions as a tensor, not logits_to_keep=T+1: that keeps a strided slice of the
+        # hidden states, and a strided (G, T+1, D) input makes the LM head a bmm against its
+        # (V, D) weight expanded and copied G times (3B: 0.6 GB and ~2 s per sample and pass).
+        keep = torch.arange(seq - t - 1, seq, device=self.device)
+        out = self.policy(**ro.inputs, logits_to_keep=keep, use_cache=False)
+        logits = out.logits[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1)
         return logp.gather(-1, ro.completion[..., None]).squeeze(-1)
+
+    @contextlib.contextmanager
+    def checkpointed_layers(self) -> Iterator[None]:
+        """Gradient checkpointing in effect for the loss pass (a no-op without
+        ``gradient_checkpointing``). transformers checkpoints a layer only while its own
+        ``training`` flag is set, and then drops the KV cache, so the VLM, in eval mode, would
+        keep every layer's activations: the flag is set on the checkpointed layers alone, for the
+        pass; their sub-modules (dropout) stay in eval mode: the same function as sampled."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [
+            m for m in self.policy.modules()
+            if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+        ]  # fmt: skip
+        for layer in layers:
+            layer.training = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.training = False
 
     def score(self, ro: Rollout, wide, zoom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(G,)`` summed rewards, and each reward's values."""
@@ -187,11 +232,14 @@ class GRPOModule(pl.LightningModule):
 
     # -- the step ----------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        profile = self.trainer.profiler.profile  # a no-op unless Trainer(profiler=...)
         rollouts, totals, parts = [], [], []
         for wide, zoom in zip(batch["wide"], batch["zoom"]):
-            ro = self.rollout(wide, zoom)
-            total, each = self.score(ro, wide, zoom)
-            with torch.no_grad():
+            with profile("grpo/sample"):
+                ro = self.rollout(wide, zoom)
+            with profile("grpo/reward"):
+                total, each = self.score(ro, wide, zoom)
+            with profile("grpo/logprobs"), torch.no_grad():
                 ro.old_logp = self.token_logprobs(ro)
                 with self.policy.disable_adapter():  # the frozen reference
                     ro.ref_logp = self.token_logprobs(ro)
@@ -203,16 +251,18 @@ class GRPOModule(pl.LightningModule):
         opt = self.optimizers()
         for _ in range(self.updates_per_batch):
             opt.zero_grad()
-            for ro, adv in zip(rollouts, advantages):
-                loss, stats = grpo_loss(self.token_logprobs(ro), ro.old_logp, ro.ref_logp, adv,
-                                        ro.mask, self.clip_eps, self.kl_beta)  # fmt: skip
-                self.manual_backward(loss / len(rollouts))
-            if self.max_grad_norm:
-                self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm)
-            opt.step()
-            sched = self.lr_schedulers()
-            if sched is not None:
-                sched.step()
+            with profile("grpo/loss_backward"), self.checkpointed_layers():
+                for ro, adv in zip(rollouts, advantages):
+                    loss, stats = grpo_loss(self.token_logprobs(ro), ro.old_logp, ro.ref_logp,
+                                            adv, ro.mask, self.clip_eps, self.kl_beta)  # fmt: skip
+                    self.manual_backward(loss / len(rollouts))
+            with profile("grpo/optimizer"):
+                if self.max_grad_norm:
+                    self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm)
+                opt.step()
+                sched = self.lr_schedulers()
+                if sched is not None:
+                    sched.step()
         self._log_step(rewards, parts, loss, stats, rollouts, batch_idx)
 
     def _log_step(self, rewards, parts, loss, stats, rollouts, batch_idx: int) -> None:

@@ -14,6 +14,12 @@ Each reward maps the ``G`` texts sampled for one ``(wide, zoom)`` pair to ``G`` 
 GRPO module takes ``sum_i weight_i * reward_i``. The critic is a local VLM (a folder or an HF
 cache id, any chat VLM that transformers loads) or any OpenAI-compatible endpoint.
 
+A local critic whose model is the policy's (``model: policy``, or the same folder as
+``grpo.module.policy``) holds no weights of its own: the GRPO module hands it the policy
+(:meth:`Reward.share_policy`), and it scores with the policy's base model, the LoRA adapter
+disabled for the call (peft ``disable_adapter()``), the same function as a second frozen copy
+of those weights without the memory (Qwen2.5-VL-3B: 7.5 GB bf16).
+
 The critic's score: a local critic is read without sampling, as the expectation of the digit
 it would answer, ``sum_d p(d) d / 9`` over the next-token probabilities of ``0``..``9`` (a soft
 score: no parsing failure, and ties between samples are rare); a remote critic answers in text
@@ -22,9 +28,12 @@ and the first integer in the answer is taken (``/ 9``, clipped to [0, 1]).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -46,6 +55,8 @@ EXCLUDED_PHRASES = (
     "zoom in",
 )
 CRITIC_KEY = "grpo.module.rewards.critic.model"
+#: A critic ``model`` that means "the GRPO policy's own base weights" (see the module docstring).
+POLICY = "policy"
 #: The critic's question. ``{text}`` is the prompt being judged.
 CRITIC_INSTRUCTION = (
     "The second image is a zoom-in of the first image. A super-resolution model will draw the "
@@ -82,6 +93,21 @@ def repetition_penalty(text: str, ngram: int = 1) -> float:
     return -(len(grams) - len(set(grams))) / len(grams)
 
 
+@dataclass(frozen=True)
+class SharedPolicy:
+    """The GRPO policy as a reward may borrow it (a plain holder, not a module: a reward that
+    keeps it registers no parameters of its own).
+
+    Attributes:
+        model: the peft model (base VLM + LoRA adapter); ``model.disable_adapter()`` gives the
+            base model.
+        folder: the folder its base weights were loaded from.
+    """
+
+    model: nn.Module
+    folder: Path
+
+
 class Reward(nn.Module):
     """A weighted reward: ``forward(texts, wide, zoom) -> (G,)`` float values.
 
@@ -92,6 +118,10 @@ class Reward(nn.Module):
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
         self.weight = weight
+
+    def share_policy(self, policy: SharedPolicy) -> None:
+        """Called once by the GRPO module with its policy; a reward that can score with the
+        policy's weights keeps them (default: it does not)."""
 
     def forward(self, texts: list[str], wide: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
         """``texts``: the ``G`` prompts sampled for views ``wide`` ``(3, H, W)`` and ``zoom``
@@ -158,12 +188,14 @@ class CriticReward(Reward):
         backend: ``local`` (a transformers VLM from ``model``) | ``remote`` (an
             OpenAI-compatible endpoint at ``base_url`` serving ``model``).
         model: local folder or HF-cache id (``local``; ``tiny-critic``: a tiny random
-            Qwen2.5-VL), or the model name the server knows (``remote``).
+            Qwen2.5-VL; ``policy``, or the policy's own folder: the GRPO policy's base weights,
+            shared, no second copy), or the model name the server knows (``remote``).
         base_url, api_key_env, timeout, retries: the endpoint (``remote``; see
             :class:`~zoomsr.prompts.remote_vlm.RemoteVLMPrompt`).
         instruction: the critic's question (default :data:`CRITIC_INSTRUCTION`).
-        dtype: local weights' dtype (``auto`` | ``float32`` | ``bfloat16`` | ``float16``).
-        max_pixels: cap on pixels per image in the local processor.
+        dtype: local weights' dtype (``auto`` | ``float32`` | ``bfloat16`` | ``float16``); a
+            shared critic runs in the policy's dtype (``auto``, or that dtype).
+        max_pixels: cap on pixels per image in the local processor (its own, also when shared).
     """
 
     def __init__(
@@ -183,24 +215,42 @@ class CriticReward(Reward):
         if backend not in ("local", "remote"):
             raise ZoomSRError(f"critic backend must be local|remote, got {backend!r}")
         self.backend, self.instruction = backend, instruction
-        if backend == "local":
+        self.dtype, self.max_pixels = dtype, max_pixels
+        self.loader = self.client = self.folder = None
+        self.shared: SharedPolicy | None = None
+        self._processor = None  # a shared critic's own processor (its max_pixels)
+        if backend == "local" and model != POLICY:
             from zoomsr.prompts.hub import resolve_pretrained
             from zoomsr.prompts.tiny import resolve_vlm
             from zoomsr.prompts.vlm import VLMPrompt
 
-            # The prompt source's loading path, the error naming this key.
-            path = resolve_pretrained(resolve_vlm(model), "critic VLM", CRITIC_KEY)
-            self.loader = VLMPrompt(model=str(path), dtype=dtype, max_pixels=max_pixels)
-            self.client = None
-        else:
+            # The prompt source's loading path, the error naming this key; the weights load
+            # on the first score, so a critic that ends up shared never loads them.
+            self.folder = resolve_pretrained(resolve_vlm(model), "critic VLM", CRITIC_KEY)
+            self.loader = VLMPrompt(model=str(self.folder), dtype=dtype, max_pixels=max_pixels)
+        elif backend == "remote":
             from zoomsr.prompts.remote_vlm import RemoteVLMPrompt
 
-            self.loader = None
             self.client = RemoteVLMPrompt(
                 base_url=base_url, model=model, api_key_env=api_key_env, max_tokens=8,
                 timeout=timeout, retries=retries,
             )  # fmt: skip
         self._digits: torch.Tensor | None = None
+
+    def share_policy(self, policy: SharedPolicy) -> None:
+        """Score with ``policy``'s base weights when this critic's model is the policy's
+        (``model: policy``, or the same folder); its own loader is dropped unloaded."""
+        if self.backend != "local":
+            return
+        if self.folder is not None and self.folder.resolve() != policy.folder.resolve():
+            return
+        weights = next(policy.model.parameters()).dtype
+        if self.dtype != "auto" and getattr(torch, self.dtype) != weights:
+            raise ZoomSRError(
+                f"the critic shares the policy's {weights} weights but asks for dtype="
+                f"{self.dtype}: set {CRITIC_KEY.rsplit('.', 1)[0]}.dtype=auto"
+            )
+        self.shared, self.loader, self.folder = policy, None, policy.folder
 
     def forward(self, texts, wide, zoom):
         with torch.no_grad():
@@ -216,8 +266,25 @@ class CriticReward(Reward):
             self._digits = torch.tensor([i[0] for i in ids])
         return self._digits
 
+    def _vlm(self) -> tuple[nn.Module, object, contextlib.AbstractContextManager]:
+        """The model the local critic runs, its processor, and the context to run it in: its
+        own frozen VLM, or the shared policy with the adapter disabled."""
+        if self.shared is None:
+            if self.loader is None:
+                raise ZoomSRError(
+                    f"{CRITIC_KEY}=policy scores with the GRPO policy's weights: use it inside "
+                    "experiment=coz_grpo, or name a VLM folder"
+                )
+            return self.loader.net, self.loader.processor, contextlib.nullcontext()
+        if self._processor is None:
+            from transformers import AutoProcessor
+
+            extra = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
+            self._processor = AutoProcessor.from_pretrained(self.shared.folder, **extra)
+        return self.shared.model, self._processor, self.shared.model.disable_adapter()
+
     def _local(self, texts, wide, zoom) -> torch.Tensor:
-        net, processor = self.loader.net, self.loader.processor
+        net, processor, context = self._vlm()
         chats = [
             processor.apply_chat_template(
                 critic_messages(self.instruction, f"Prompt: {t}"),
@@ -228,13 +295,13 @@ class CriticReward(Reward):
         ]
         images = [to_pil(wide), to_pil(zoom)] * len(texts)
         inputs = processor(text=chats, images=images, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.loader.device)
-        logits = net(**inputs).logits.float()  # (G, L, V)
+        inputs = inputs.to(next(net.parameters()).device)
         mask = inputs["attention_mask"]
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (mask * positions).argmax(dim=1)  # the last real token, left or right padding
-        next_token = logits[torch.arange(len(texts)), last]  # (G, V)
-        p = next_token[:, self._digit_ids(processor.tokenizer).to(logits.device)].softmax(-1)
+        with context:  # logits at each text's last token only: (G, 1, V), not (G, L, V)
+            next_token = net(**inputs, logits_to_keep=last[:, None]).logits[:, 0].float()
+        p = next_token[:, self._digit_ids(processor.tokenizer).to(next_token.device)].softmax(-1)
         return (p * torch.arange(10.0, device=p.device)).sum(-1).cpu() / 9.0
 
     def _remote(self, texts, wide, zoom) -> torch.Tensor:
