@@ -15,7 +15,7 @@ from zoomsr.checkpoint import read_checkpoint
 from zoomsr.data.zoom_views import ZoomViewPairs
 from zoomsr.prompts.tiny import ensure_tiny_vlm
 from zoomsr.prompts.vlm import VLMPrompt
-from zoomsr.tasks import train
+from zoomsr.tasks import infer, train
 from zoomsr.zoom.chain import ChainEngine
 
 
@@ -68,6 +68,19 @@ def test_grpo_trains_an_adapter_that_prompt_vlm_loads_and_uses(compose_cfg, tmp_
     base = VLMPrompt(**kw)(views, step=1)
     aligned = VLMPrompt(**kw, adapter=str(adapter))(views, step=1)
     assert aligned != base
+    # ... and so does infer.py, with the policy's name `tiny` as prompt.model
+    chains = {}
+    for name, extra in (("base", []), ("aligned", [f"prompt.adapter={adapter}"])):
+        out = tmp_path / f"infer_{name}"
+        infer.run(compose_cfg("infer", [
+            "backbone=bicubic", f"input={hr / 'a.png'}", f"out_dir={out}", "zoom.steps=2",
+            "zoom.process_size=56", "prompt=vlm", "prompt.model=tiny", "prompt.max_new_tokens=8",
+            "prompt.cache=null", *extra,
+        ]))  # fmt: skip
+        steps = json.loads((out / "a" / "prompts.json").read_text())["steps"]
+        chains[name] = [s["prompts"] for s in steps[1:]]
+        assert all(len(p) == 1 and p[0] for p in chains[name])  # one prompt per step
+    assert chains["aligned"] != chains["base"]
 
     # Resumable: ckpt_path=auto continues from step 3 (adapter and optimizer state).
     more = compose_cfg(

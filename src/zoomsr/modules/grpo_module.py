@@ -26,6 +26,7 @@ Lightning checkpoints keep the adapter (and optimizer) only, so ``ckpt_path=`` r
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,10 @@ class GRPOModule(pl.LightningModule):
         if group_size < 2:
             raise ValueError(f"group_size must be >= 2 (advantages are relative), got {group_size}")
         self.automatic_optimization = False  # several updates per sampled batch
+        # Lightning's advice for these does not apply: the checkpoint after the update is the
+        # one wanted, and the VLM is kept in eval mode on purpose (no dropout in sampling).
+        for message in ("Using ModelCheckpoint with manual optimization", r"Found \d+ module"):
+            warnings.filterwarnings("ignore", message=message)
         policy = str(resolve_pretrained(resolve_vlm(policy), "policy VLM", "grpo.module.policy"))
         source = VLMPrompt(model=policy, dtype=dtype, max_pixels=max_pixels, cache=None)
         base = source.load_model()

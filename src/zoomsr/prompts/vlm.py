@@ -30,6 +30,7 @@ from zoomsr.prompts.base import (
     to_pil,
 )
 from zoomsr.prompts.hub import resolve_pretrained
+from zoomsr.prompts.tiny import resolve_vlm
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -95,7 +96,8 @@ class VLMPrompt(PromptSource):
     Args:
         model: a folder, or a Hugging Face id present in the local cache (default
             ``Qwen/Qwen2.5-VL-3B-Instruct``). Checked when the source is built; loaded on the
-            first view that is not cached.
+            first view that is not cached. ``tiny`` is a tiny random Qwen2.5-VL (written once
+            under ``$ZOOMSR_CACHE``), the policy of ``experiment=coz_grpo debug=tiny``.
         adapter: a peft LoRA adapter folder for the VLM (CoZ's GRPO-aligned one), or None.
         merge_adapter: merge the adapter into the weights after loading (as CoZ does).
         max_new_tokens: generation length (default 128, CoZ's script).
@@ -134,7 +136,7 @@ class VLMPrompt(PromptSource):
         super().__init__(user_text, user_file, cache)
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ZoomSRError(f"prompt.dtype must be auto|float32|bfloat16|float16, got {dtype}")
-        self.model_path = resolve_pretrained(model, "VLM", "prompt.model")
+        self.model_path = resolve_pretrained(resolve_vlm(model), "VLM", "prompt.model")
         self.adapter_path = check_adapter(adapter) if adapter else None
         self.merge_adapter, self.max_new_tokens = merge_adapter, max_new_tokens
         self.do_sample, self.temperature, self.dtype = do_sample, temperature, dtype
