@@ -32,6 +32,17 @@ def bench_dir() -> Path:
     return path
 
 
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py``: benchmarks/ is a folder of scripts, not a
+    package, so it is loaded from its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def bench() -> Path:
     return bench_dir()

@@ -3,22 +3,16 @@ one real GRPO step with the shared critic, every phase timed and measured."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_grpo_memory.py"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    # benchmarks/ is a folder of scripts, not a package: load the module from its path.
-    spec = importlib.util.spec_from_file_location("bench_grpo_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_grpo_memory")
 
 
 def test_one_grpo_step_reports_every_phase(bench):

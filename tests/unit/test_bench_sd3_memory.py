@@ -3,24 +3,17 @@ three-copy design run the same step (the script's figures are only comparable if
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_benchmark
 from zoomsr.backbones.sd3_tiny import ensure_tiny_sd3
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_sd3_train_memory.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    # benchmarks/ is a folder of scripts, not a package: load the module from its path.
-    spec = importlib.util.spec_from_file_location("bench_sd3_train_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_sd3_train_memory")
 
 
 def run(bench, capsys, design: str, text_encoders: str = "on_demand") -> dict:

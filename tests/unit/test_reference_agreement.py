@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_benchmark
 from zoomsr.data.imresize import imresize
 from zoomsr.data.io import load_image
 from zoomsr.metrics import psnr, ssim
 
-REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_numpy.py"
 IMAGES = ("bird", "butterfly", "head")  # the three smallest Set5 images
 SCALE = 3
 
@@ -24,11 +21,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def reference():
-    # benchmarks/ is a folder of scripts, not a package: load the module from its path.
-    spec = importlib.util.spec_from_file_location("reference_numpy", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reference_numpy")
 
 
 def _as_array(img: torch.Tensor) -> np.ndarray:
