@@ -191,7 +191,7 @@ class SD3LoRA(Backbone):
         self._folder, self._use_t5, self._dtype = folder, use_t5, DTYPES[weight_dtype]
         self.text_encoders_on_demand = text_encoders == "on_demand"
         self._encoder_loads = 0
-        self._load(folder, use_t5, DTYPES[weight_dtype], DTYPES[vae_dtype])
+        self._load(DTYPES[vae_dtype])
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         # HR sides must be multiples of vae_factor * patch_size (Backbone.upscale pads to it),
         # and at most pos_embed_max_size patches (the positional range; 192 in SD3-medium).
@@ -224,8 +224,9 @@ class SD3LoRA(Backbone):
         return {**kwargs, "text_encoders": "keep"}
 
     # -- building ---------------------------------------------------------------------------
-    def _load(self, folder: Path, use_t5: bool, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
-        """The frozen SD3 parts, each from its subfolder (no pipeline download logic)."""
+    def _load(self, vae_dtype: torch.dtype) -> None:
+        """The frozen SD3 parts, each from its subfolder of ``pretrained`` (no pipeline download
+        logic); the transformer (and text encoders) in ``weight_dtype``."""
         from diffusers import (
             AutoencoderKL,
             FlowMatchEulerDiscreteScheduler,
@@ -234,8 +235,9 @@ class SD3LoRA(Backbone):
         )
         from transformers import AutoTokenizer
 
+        folder, use_t5 = self._folder, self._use_t5
         self.transformer = SD3Transformer2DModel.from_pretrained(
-            folder, subfolder="transformer", torch_dtype=dtype
+            folder, subfolder="transformer", torch_dtype=self._dtype
         )
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype)
         kept = not self.text_encoders_on_demand
@@ -461,7 +463,9 @@ class SD3LoRA(Backbone):
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, c, H/f, W/f)`` scaled latent
         ``(E(x) - shift) * scaling``; ``noise`` (unit normal) draws a posterior sample."""
         dist = self.vae.encode(image.to(self.vae.dtype)).latent_dist
-        z = dist.mean.float() if noise is None else dist.mean.float() + dist.std.float() * noise
+        z = dist.mean.float()
+        if noise is not None:
+            z = z + dist.std.float() * noise
         cfg = self.vae.config
         shift = (cfg.shift_factor or 0.0) if self.encode_shift else 0.0
         return (z - shift) * cfg.scaling_factor
@@ -470,8 +474,7 @@ class SD3LoRA(Backbone):
         """Inverse scaling of :meth:`encode`, then the VAE decoder: ``(B, 3, H, W)`` in ~[-1, 1]."""
         cfg = self.vae.config
         z = z.float() / cfg.scaling_factor + (cfg.shift_factor or 0.0)
-        x = self.vae.decode(z.to(self.vae.dtype)).sample
-        return x if self.vae.dtype == torch.float32 else x.float()
+        return self.vae.decode(z.to(self.vae.dtype)).sample.float()
 
     def velocity(
         self, z: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, pooled: torch.Tensor

@@ -26,6 +26,7 @@ Lightning checkpoints keep the adapter (and optimizer) only, so ``ckpt_path=`` r
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -160,7 +161,7 @@ class GRPOModule(pl.LightningModule):
         out = self.policy.generate(
             **enc, max_new_tokens=self.max_new_tokens, do_sample=True,
             temperature=self.temperature, top_p=self.top_p,
-            num_return_sequences=self.group_size, suppress_tokens=self._suppressed_tokens(),
+            num_return_sequences=self.group_size, suppress_tokens=self.suppressed_tokens,
         )  # fmt: skip
         prompt_len = enc["input_ids"].shape[1]
         completion = out[:, prompt_len:]
@@ -184,10 +185,11 @@ class GRPOModule(pl.LightningModule):
         texts = [" ".join(t.split()) for t in texts]
         return Rollout(inputs, prompt_len, completion, mask, texts)
 
-    def _suppressed_tokens(self) -> list[int]:
+    @functools.cached_property
+    def suppressed_tokens(self) -> list[int]:
         """Qwen's image/video placeholder tokens (a sampled one would be read as an image slot)
         and the embedding rows no token has (Qwen2.5-VL: 151936 rows, 151665 tokens): a random
-        or young policy can emit either."""
+        or young policy can emit either. Looked up once (the vocabulary is fixed)."""
         tokenizer = self.processor.tokenizer
         vocab = tokenizer.get_vocab()
         rows = self.policy.get_input_embeddings().num_embeddings
